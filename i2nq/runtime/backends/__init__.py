@@ -1,0 +1,150 @@
+"""Backend registry: resolve a model reference and open it on the fastest (or the named) backend.
+
+`auto` prefers tensorrt > onnxruntime-CUDA > torch-CUDA > onnxruntime-CPU (> torch-CPU for checkpoints).
+Each backend module is imported only when it is used, so torch and tensorrt stay optional.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from i2nq.assets import MODELS, shipped_model
+from i2nq.errors import I2NQError
+from i2nq.runtime.backends.base import Backend, ModelMeta
+
+BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+__all__ = ["BACKENDS", "Backend", "ModelMeta", "ModelFiles", "open_backend", "parse_device", "resolve_model"]
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The files a model reference resolves to: an ONNX export, a torch checkpoint (or name), an engine."""
+
+    onnx: Path | None = None
+    checkpoint: str | Path | None = None
+    engine: Path | None = None
+
+
+def resolve_model(model: str | Path) -> ModelFiles:
+    """Map a shipped model name, an .onnx file, a checkpoint or a TensorRT .engine to its files."""
+    path = Path(model)
+    if isinstance(model, str) and not path.suffix and len(path.parts) == 1 and not path.exists():
+        onnx, ckpt = MODELS / f"{model}.onnx", MODELS / f"{model}.safetensors"
+        if not onnx.is_file() and not ckpt.is_file():
+            shipped_model(model, ".onnx")  # raises with the list of shipped models
+        return ModelFiles(onnx=onnx if onnx.is_file() else None, checkpoint=model if ckpt.is_file() else None)
+    if not path.is_file():
+        raise I2NQError(f"model file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return ModelFiles(onnx=path)
+    if suffix in CHECKPOINT_SUFFIXES:
+        return ModelFiles(checkpoint=path)
+    if suffix == ".engine":
+        return ModelFiles(engine=path)
+    raise I2NQError(f"unsupported model file {path.name!r}: expected .onnx, .engine, a checkpoint "
+                    f"({', '.join(CHECKPOINT_SUFFIXES)}) or a shipped model name")
+
+
+def parse_device(device: str | int | None) -> tuple[bool, int]:
+    """(cpu_only, cuda_index) from None (any), 'cpu', 'cuda', 'cuda:N' or N."""
+    if device is None:
+        return False, 0
+    if isinstance(device, int):
+        return False, device
+    text = str(device).strip().lower()
+    if text == "cpu":
+        return True, 0
+    if text == "cuda":
+        return False, 0
+    index = text.removeprefix("cuda:")
+    if index.isdigit():
+        return False, int(index)
+    raise I2NQError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _gpu_present() -> bool:
+    """Cheap check for an NVIDIA driver before importing anything heavy."""
+    return shutil.which("nvidia-smi") is not None or Path("/dev/nvidiactl").exists()
+
+
+def _cuda_for(backend: str) -> bool:
+    """Whether `backend` can use CUDA here (device unspecified means: a GPU when there is one)."""
+    if backend == "tensorrt":
+        return True
+    if not _gpu_present() or (backend == "torch" and not _installed("torch")):
+        return False
+    if backend == "torch":
+        from i2nq.runtime.backends.torch import cuda_available
+    else:
+        from i2nq.runtime.backends.onnxruntime import cuda_available
+    return cuda_available()
+
+
+def _auto_choice(files: ModelFiles, cpu_only: bool) -> tuple[str, bool]:
+    """(backend name, on_gpu) that `auto` picks for these files."""
+    gpu = not cpu_only and _gpu_present()
+    if files.engine is not None or (gpu and files.onnx and _installed("tensorrt")
+                                    and _installed("i2nq.runtime.backends.tensorrt")):
+        return "tensorrt", True
+    if gpu and files.onnx:
+        from i2nq.runtime.backends.onnxruntime import cuda_available
+
+        if cuda_available():
+            return "onnxruntime", True
+    if gpu and files.checkpoint is not None and _installed("torch"):
+        from i2nq.runtime.backends.torch import cuda_available
+
+        if cuda_available():
+            return "torch", True
+    if files.onnx:
+        return "onnxruntime", False
+    if files.checkpoint is not None:
+        return "torch", False
+    raise I2NQError("no backend can run this model")
+
+
+def open_backend(model: str | Path, backend: str = "auto", device: str | int | None = None,
+                 tile: tuple[int, int] | None = None, batch: int | None = None) -> Backend:
+    """Load `model` on `backend`; `tile` and `batch` size static engines (tensorrt) and are ignored elsewhere."""
+    if backend not in BACKENDS:
+        raise I2NQError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    files = resolve_model(model)
+    cpu_only, index = parse_device(device)
+    if backend == "auto":
+        backend, on_gpu = _auto_choice(files, cpu_only)
+    else:
+        on_gpu = not cpu_only and (device is not None or _cuda_for(backend))
+    if backend == "onnxruntime":
+        if files.onnx is None:
+            raise I2NQError("the onnxruntime backend needs an .onnx model (export the checkpoint with i2nq export)")
+        from i2nq.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(files.onnx, device=index if on_gpu else None)
+    if backend == "torch":
+        if files.checkpoint is None:
+            raise I2NQError("the torch backend needs a checkpoint (.safetensors) or a shipped model name")
+        if not _installed("torch"):
+            raise I2NQError("the torch backend needs PyTorch: pip install 'i2nq[torch]'")
+        from i2nq.runtime.backends.torch import TorchBackend
+
+        return TorchBackend(files.checkpoint, device=index if on_gpu else None)
+    if cpu_only:
+        raise I2NQError("the tensorrt backend runs on a GPU only; drop --device cpu")
+    if not (_installed("tensorrt") and _installed("i2nq.runtime.backends.tensorrt")):
+        raise I2NQError("the tensorrt backend needs TensorRT: pip install 'i2nq[tensorrt]'")
+    from i2nq.runtime.backends.tensorrt import TensorRTBackend
+
+    source = files.engine or files.onnx
+    if source is None:
+        raise I2NQError("the tensorrt backend needs an .onnx or .engine model")
+    return TensorRTBackend(source, device=index, tile=tile, batch=batch)

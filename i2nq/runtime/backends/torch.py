@@ -1,0 +1,41 @@
+"""Torch backend: runs a checkpoint (or shipped model name) with PyTorch on the CPU or CUDA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from i2nq.runtime.backends.base import Backend, ModelMeta
+
+
+def cuda_available() -> bool:
+    """True when torch is installed and sees a CUDA device."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class TorchBackend(Backend):
+    """A model from `i2nq.models.load` in eval mode; torch is imported only here."""
+
+    name = "torch"
+
+    def __init__(self, model: str | Path, device: int | None = None) -> None:
+        """`device` None runs on the CPU; an int runs on that CUDA device."""
+        import torch
+
+        from i2nq.models import load
+
+        self.torch = torch
+        self.device = torch.device("cpu" if device is None else f"cuda:{device}")
+        self.module = load(model).to(self.device).eval()
+        info = self.module.info
+        self.meta = ModelMeta(arch=info.arch, scale=int(info.scale), bits=info.bits,
+                              receptive_field=int(info.receptive_field))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Upscale a float32 NCHW batch."""
+        with self.torch.inference_mode():
+            y = self.module(self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+        return y.float().cpu().numpy()

@@ -1,0 +1,58 @@
+"""CLI subcommands of the runtime: `i2nq upscale` and `i2nq demo` (argument parsing only)."""
+
+from __future__ import annotations
+
+import argparse
+
+from i2nq.runtime.backends import BACKENDS
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register `upscale` and `demo`."""
+    up = subparsers.add_parser("upscale", help="upscale an image, a folder of images or a video",
+                               description="Upscale an image (PNG, JPEG, TIFF, WebP), a folder of images or a "
+                                           "video (MP4, MKV, MOV, WebM, AVI) with an I²NQ model.")
+    up.add_argument("input", help="image file, folder of images, or video file")
+    up.add_argument("-o", "--output", required=True, help="output file (or folder for a folder input)")
+    _add_model_args(up)
+    up.add_argument("--tile", type=int, default=None,
+                    help="max tile side in input pixels (default: from the receptive field; 0: whole frames)")
+    up.add_argument("--overlap", type=int, default=None,
+                    help="tile margin in input pixels (default: the receptive field, exact; smaller: feathered)")
+    up.add_argument("--batch", type=int, default=None, help="tiles per model call (default: from the tile size)")
+    up.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    video = up.add_argument_group("video")
+    video.add_argument("--codec", default="libx264", help="FFmpeg video encoder (default: libx264)")
+    video.add_argument("--crf", type=int, default=18, help="constant rate factor: lower is better (default: 18)")
+    video.add_argument("--preset", default="medium", help="encoder speed preset (default: medium)")
+    video.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    up.set_defaults(func=_upscale)
+
+    demo = subparsers.add_parser("demo", help="upscale the shipped sample image and clip on the CPU",
+                                 description="Upscale the shipped sample image and clip and compare with bicubic.")
+    demo.add_argument("--out", default="i2nq-demo", help="output folder (default: ./i2nq-demo)")
+    _add_model_args(demo, device="cpu")
+    demo.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
+    demo.set_defaults(func=_demo)
+
+
+def _add_model_args(parser: argparse.ArgumentParser, device: str | None = None) -> None:
+    parser.add_argument("--model", default="default", help="shipped model name, .onnx, .engine or checkpoint "
+                                                            "(default: default)")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default: auto)")
+    parser.add_argument("--device", default=device, help=f"cpu, cuda or cuda:N (default: {device or 'a GPU if any'})")
+
+
+def _upscale(args: argparse.Namespace) -> None:
+    from i2nq.runtime.upscaler import upscale
+
+    out = upscale(args.input, args.output, model=args.model, backend=args.backend, device=args.device, tile=args.tile,
+                  overlap=args.overlap, batch=args.batch, overwrite=args.overwrite, codec=args.codec, crf=args.crf,
+                  preset=args.preset, progress=args.progress)
+    print(f"wrote {out}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from i2nq.runtime.demo import run_demo
+
+    print(run_demo(args.out, model=args.model, backend=args.backend, device=args.device, overwrite=args.overwrite))

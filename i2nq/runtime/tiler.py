@@ -1,0 +1,196 @@
+"""Tiled inference: split frames into equal tiles with overlap margins, run them in batches, stitch.
+
+Every tile of a frame has the same shape: tiles are spread evenly and edge tiles shift inward instead
+of shrinking, so one static engine shape serves them all. With the overlap at the model's receptive-field
+radius each output pixel is cut from a tile that saw all of its context (or the same zero padding at the
+image border), so tiled output equals whole-frame output. With a smaller overlap, tiles are feathered
+(linear ramps across each overlap) to hide seams. Only `batch` tiles are ever in flight, so memory on the
+device is set by tile and batch, never by the frame size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from i2nq.errors import I2NQError
+from i2nq.runtime.backends.base import Backend
+
+DEFAULT_TILE = 384  # input px: large enough that the overlap margins cost little, small enough for any device
+BATCH_PIXELS = 512 * 512  # default batch: this many input pixels of tiles per model call
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """Tiles along one axis: all `tile` long, starting at `starts`; tile k owns input [cuts[k], cuts[k+1])."""
+
+    tile: int
+    starts: tuple[int, ...]
+    cuts: tuple[int, ...]
+
+
+def plan_axis(length: int, tile: int, overlap: int, shrink: bool = True) -> AxisPlan:
+    """Fewest tiles of at most `tile` px (exactly `tile` unless `shrink`) whose cores cover `length`."""
+    if length <= tile:
+        return AxisPlan(length, (0,), (0, length))
+    n = -(-(length - 2 * overlap) // (tile - 2 * overlap))
+    if shrink:  # the smallest equal tile with the same count: least redundant work
+        tile = -(-(length - 2 * overlap) // n) + 2 * overlap
+    starts = tuple((k * (length - tile) + (n - 1) // 2) // (n - 1) for k in range(n))
+    cuts = (0, *((starts[k] + starts[k + 1] + tile) // 2 for k in range(n - 1)), length)
+    return AxisPlan(tile, starts, cuts)
+
+
+def feather_weights(plan: AxisPlan, length: int, scale: int) -> np.ndarray:
+    """(tiles, length*scale) blend weights: linear ramps across each overlap, zero outside the tile."""
+    size = plan.tile * scale
+    pos = np.arange(size, dtype=np.float64) + 0.5
+    weights = np.zeros((len(plan.starts), length * scale))
+    for k, start in enumerate(plan.starts):
+        w = np.ones(size)
+        if k > 0:
+            w = np.minimum(w, pos / ((plan.starts[k - 1] + plan.tile - start) * scale))
+        if k < len(plan.starts) - 1:
+            w = np.minimum(w, (size - pos) / ((start + plan.tile - plan.starts[k + 1]) * scale))
+        weights[k, start * scale:start * scale + size] = w
+    return weights
+
+
+@dataclass(frozen=True)
+class _Job:
+    frame: int
+    row: int
+    col: int
+
+
+class Tiler:
+    """Runs uint8/uint16 BGR HxWx3 frames through a backend in tiles and returns the upscaled frames."""
+
+    def __init__(self, backend: Backend, tile: int | None = None, overlap: int | None = None,
+                 batch: int | None = None) -> None:
+        """tile: max tile side in input px (0: whole frame); overlap: margin in input px (default: receptive field)."""
+        meta = backend.meta
+        self.backend, self.scale = backend, meta.scale
+        self.overlap = meta.receptive_field if overlap is None else overlap
+        if self.overlap < 0 or (tile is not None and tile < 0) or (batch is not None and batch < 1):
+            raise I2NQError("tile and overlap must be >= 0 and batch >= 1")
+        self.exact = self.overlap >= meta.receptive_field
+        if backend.fixed_shape is not None:
+            self.tile: tuple[int, int] | None = backend.fixed_shape
+        elif tile == 0:
+            self.tile = None
+        else:
+            side = tile or max(DEFAULT_TILE, 8 * self.overlap)
+            self.tile = (side, side)
+        if self.tile is not None and min(self.tile) <= 2 * self.overlap:
+            raise I2NQError(f"tile {min(self.tile)} must be larger than twice the overlap ({self.overlap}); "
+                            "raise --tile or lower --overlap")
+        default_batch = 1 if self.tile is None else max(1, BATCH_PIXELS // (self.tile[0] * self.tile[1]))
+        self.batch = min(batch or default_batch, backend.max_batch or 1 << 30)
+
+    def plan(self, height: int, width: int) -> tuple[AxisPlan, AxisPlan]:
+        """Row and column plans for a frame of this size."""
+        if self.tile is None:
+            return plan_axis(height, height, 0), plan_axis(width, width, 0)
+        shrink = self.backend.fixed_shape is None  # a static engine needs exactly its tile shape
+        return (plan_axis(height, self.tile[0], self.overlap, shrink),
+                plan_axis(width, self.tile[1], self.overlap, shrink))
+
+    def tiles_per_frame(self, height: int, width: int) -> int:
+        """How many tiles one frame of this size takes."""
+        rows, cols = self.plan(height, width)
+        return len(rows.starts) * len(cols.starts)
+
+    def run(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Upscale equal-size frames, batching tiles across frames."""
+        height, width = frames[0].shape[:2]
+        fixed = self.backend.fixed_shape
+        if fixed is not None and (height < fixed[0] or width < fixed[1]):
+            return self._run_padded(frames, *fixed)
+        rows, cols = self.plan(height, width)
+        s = self.scale
+        outputs = [np.empty((height * s, width * s, 3), f.dtype) for f in frames]
+        blend = None if self.exact else _Feather(rows, cols, height, width, s)
+        for jobs in self._batches(len(frames), rows, cols):
+            x = np.empty((len(jobs), 3, rows.tile, cols.tile), np.float32)
+            for i, job in enumerate(jobs):
+                frame = frames[job.frame]
+                y0, x0 = rows.starts[job.row], cols.starts[job.col]
+                tile = frame[y0:y0 + rows.tile, x0:x0 + cols.tile, ::-1].transpose(2, 0, 1)
+                np.multiply(tile, np.float32(1.0 / _max_value(frame)), out=x[i], casting="unsafe")
+            y = self.backend.run(x)
+            for i, job in enumerate(jobs):
+                out = outputs[job.frame]
+                if blend is None:
+                    _paste(out, y[i], rows, cols, job, s)
+                else:
+                    blend.add(out, y[i], job)
+        return outputs
+
+    def _batches(self, count: int, rows: AxisPlan, cols: AxisPlan) -> Iterator[list[_Job]]:
+        """Jobs in raster order per frame (the feathered blend relies on it), `batch` at a time."""
+        jobs: list[_Job] = []
+        for f in range(count):
+            for r in range(len(rows.starts)):
+                for c in range(len(cols.starts)):
+                    jobs.append(_Job(f, r, c))
+                    if len(jobs) == self.batch:
+                        yield jobs
+                        jobs = []
+        if jobs:
+            yield jobs
+
+    def _run_padded(self, frames: Sequence[np.ndarray], th: int, tw: int) -> list[np.ndarray]:
+        """Static-shape backends: reflect-pad frames smaller than the tile (approximate at those borders)."""
+        height, width = frames[0].shape[:2]
+        pad = ((0, max(0, th - height)), (0, max(0, tw - width)), (0, 0))
+        padded = [np.pad(f, pad, mode="symmetric") for f in frames]
+        return [o[:height * self.scale, :width * self.scale] for o in self.run(padded)]
+
+
+def _max_value(frame: np.ndarray) -> int:
+    return 65535 if frame.dtype == np.uint16 else 255
+
+
+def _to_pixels(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """RGB CHW float [0, 1] -> BGR HWC uint8/uint16, rounded and clipped."""
+    peak = 65535 if dtype == np.uint16 else 255
+    return np.clip(y[::-1].transpose(1, 2, 0) * peak + 0.5, 0, peak).astype(dtype)
+
+
+def _paste(out: np.ndarray, y: np.ndarray, rows: AxisPlan, cols: AxisPlan, job: _Job, s: int) -> None:
+    """Exact mode: copy the part of the tile output that this tile owns."""
+    ya, yb = rows.cuts[job.row], rows.cuts[job.row + 1]
+    xa, xb = cols.cuts[job.col], cols.cuts[job.col + 1]
+    ty, tx = ya - rows.starts[job.row], xa - cols.starts[job.col]
+    out[ya * s:yb * s, xa * s:xb * s] = _to_pixels(y[:, ty * s:(ty + yb - ya) * s, tx * s:(tx + xb - xa) * s],
+                                                   out.dtype)
+
+
+class _Feather:
+    """Feathered blend composited in raster order straight into the output frame (no float frame buffer).
+
+    Tile k is laid over the pixels already there with alpha w_k / (w_1 + ... + w_k), which yields the
+    weighted mean of all tiles; weights are separable, so the running sums are 1-D.
+    """
+
+    def __init__(self, rows: AxisPlan, cols: AxisPlan, height: int, width: int, s: int) -> None:
+        self.rows, self.cols, self.s = rows, cols, s
+        self.wy, self.wx = feather_weights(rows, height, s), feather_weights(cols, width, s)
+        self.wy_before = np.cumsum(self.wy, axis=0) - self.wy  # sum over earlier tile rows
+        self.wx_upto = np.cumsum(self.wx, axis=0)  # sum over this and earlier tile columns
+        self.wx_all = self.wx_upto[-1]
+
+    def add(self, out: np.ndarray, y: np.ndarray, job: _Job) -> None:
+        s, th, tw = self.s, self.rows.tile * self.s, self.cols.tile * self.s
+        y0, x0 = self.rows.starts[job.row] * s, self.cols.starts[job.col] * s
+        ys, xs = slice(y0, y0 + th), slice(x0, x0 + tw)
+        wy, wx = self.wy[job.row, ys], self.wx[job.col, xs]
+        total = self.wy_before[job.row, ys, None] * self.wx_all[None, xs] + wy[:, None] * self.wx_upto[job.col, None, xs]
+        alpha = (wy[:, None] * wx[None, :] / total).astype(np.float32)[..., None]
+        peak = _max_value(out)
+        tile = np.clip(y[::-1].transpose(1, 2, 0), 0, 1) * peak
+        region = out[ys, xs]
+        out[ys, xs] = (region * (1 - alpha) + tile * alpha + 0.5).astype(out.dtype)

@@ -1,0 +1,148 @@
+"""`Upscaler`: the Python API that upscales arrays, image files, folders and videos with an I²NQ model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from i2nq.errors import I2NQError
+from i2nq.runtime.backends import Backend, ModelMeta, open_backend
+from i2nq.runtime.files import check_destination, check_source
+from i2nq.runtime.image_io import IMAGE_SUFFIXES, is_image, read_image, write_image
+from i2nq.runtime.tiler import Tiler
+from i2nq.runtime.video import VIDEO_SUFFIXES, VideoOptions, is_video, upscale_video
+
+
+class Upscaler:
+    """An SR model on a backend, with a tiler.
+
+    model: a shipped model name ('default'), an .onnx export, a TensorRT .engine or a checkpoint
+    (.safetensors: torch backend). backend: 'auto' (fastest available), 'onnxruntime', 'torch' or
+    'tensorrt'. device: None (a GPU when there is one), 'cpu', 'cuda' or 'cuda:N'. tile: max tile side in
+    input pixels (None: a default from the receptive field, 0: whole frames). overlap: tile margin in input
+    pixels (None: the receptive field, which makes tiling exact). batch: tiles per model call.
+    """
+
+    def __init__(self, model: str | Path = "default", backend: str = "auto", device: str | int | None = None,
+                 tile: int | None = None, overlap: int | None = None, batch: int | None = None) -> None:
+        engine_tile = (tile, tile) if tile else None
+        self.backend: Backend = open_backend(model, backend, device, tile=engine_tile, batch=batch)
+        self.tiler = Tiler(self.backend, tile=tile, overlap=overlap, batch=batch)
+
+    @property
+    def meta(self) -> ModelMeta:
+        """The model's scale, architecture, bits and receptive field."""
+        return self.backend.meta
+
+    @property
+    def scale(self) -> int:
+        """Upscaling factor."""
+        return self.backend.meta.scale
+
+    def __repr__(self) -> str:
+        tile = "whole" if self.tiler.tile is None else "x".join(map(str, self.tiler.tile))
+        return (f"Upscaler({self.meta.arch} x{self.scale} {self.meta.bits} on {self.backend.name}, "
+                f"tile={tile}, overlap={self.tiler.overlap}, batch={self.tiler.batch})")
+
+    def upscale(self, image: np.ndarray) -> np.ndarray:
+        """Upscale an HxW gray, HxWx3 BGR or HxWx4 BGRA uint8/uint16 array (OpenCV order); same dtype back.
+
+        Gray runs through the model as a 3-channel replica and returns to gray; alpha is upscaled by
+        bicubic interpolation (cheap, and smooth masks gain nothing from the model).
+        """
+        if not isinstance(image, np.ndarray) or image.dtype not in (np.uint8, np.uint16):
+            raise I2NQError("upscale() takes a uint8 or uint16 numpy array")
+        channels = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else 0
+        if channels not in (1, 3, 4) or min(image.shape[:2]) < 1:
+            raise I2NQError(f"upscale() takes HxW, HxWx1, HxWx3 or HxWx4 images, not shape {image.shape}")
+        if channels == 1:
+            color = self.tiler.run([cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)])[0]
+            return cv2.cvtColor(color, cv2.COLOR_BGR2GRAY).reshape(color.shape[:2] + image.shape[2:])
+        if channels == 4:
+            color = self.tiler.run([np.ascontiguousarray(image[..., :3])])[0]
+            alpha = cv2.resize(image[..., 3], color.shape[1::-1], interpolation=cv2.INTER_CUBIC)
+            return np.dstack([color, alpha])
+        return self.tiler.run([image])[0]
+
+    def upscale_file(self, src: str | Path, dst: str | Path, overwrite: bool = False) -> Path:
+        """Upscale one image file into `dst` (format from its suffix); returns `dst`."""
+        src = _check_kind(check_source(src), IMAGE_SUFFIXES, "input image")
+        dst = _check_kind(check_destination(dst, src, overwrite), IMAGE_SUFFIXES, "output image")
+        write_image(dst, self.upscale(read_image(src)))
+        return dst
+
+    def upscale_folder(self, src: str | Path, dst: str | Path, overwrite: bool = False) -> list[Path]:
+        """Upscale every image in folder `src` into folder `dst` (created if its parent exists), same names."""
+        src, dst = check_source(src), Path(dst)
+        if not src.is_dir():
+            raise I2NQError(f"{src} is not a folder")
+        images = sorted(p for p in src.iterdir() if p.is_file() and is_image(p))
+        if not images:
+            raise I2NQError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {src}")
+        if dst.resolve() == src.resolve():
+            raise I2NQError(f"output folder {dst} is the input folder; choose another")
+        if not dst.is_dir():
+            check_destination(dst)
+            dst.mkdir()
+        for image in images:
+            check_destination(dst / image.name, image, overwrite)
+        return [self.upscale_file(image, dst / image.name, overwrite) for image in images]
+
+    def upscale_video(self, src: str | Path, dst: str | Path, codec: str = "libx264", crf: int = 18,
+                      preset: str = "medium", overwrite: bool = False, progress: bool = True) -> Path:
+        """Upscale a video into `dst`: every frame with its timestamp, audio and subtitles copied."""
+        src = _check_kind(check_source(src), VIDEO_SUFFIXES, "input video")
+        dst = _check_kind(check_destination(dst, src, overwrite), VIDEO_SUFFIXES, "output video")
+        upscale_video(src, dst, self.tiler, VideoOptions(codec=codec, crf=crf, preset=preset), progress)
+        return dst
+
+    def upscale_path(self, src: str | Path, dst: str | Path, overwrite: bool = False, **video_options) -> Path:
+        """Upscale an image, a folder of images or a video (chosen by what `src` is) into `dst`."""
+        kind = check_job(src, dst, overwrite)
+        if kind == "folder":
+            self.upscale_folder(src, dst, overwrite)
+            return Path(dst)
+        if kind == "video":
+            return self.upscale_video(src, dst, overwrite=overwrite, **video_options)
+        return self.upscale_file(src, dst, overwrite)
+
+    def close(self) -> None:
+        """Release the backend's device resources."""
+        self.backend.close()
+
+    def __enter__(self) -> Upscaler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_job(src: str | Path, dst: str | Path, overwrite: bool = False) -> str:
+    """'image', 'video' or 'folder' for a valid job; I2NQError for a bad input or output path."""
+    src = check_source(src)
+    if src.is_dir():
+        return "folder"
+    kind = "video" if is_video(src) else "image"
+    _check_kind(src, VIDEO_SUFFIXES if kind == "video" else IMAGE_SUFFIXES, "input")
+    _check_kind(check_destination(dst, src, overwrite), VIDEO_SUFFIXES if kind == "video" else IMAGE_SUFFIXES,
+                f"{kind} output")
+    return kind
+
+
+def upscale(src: str | Path, dst: str | Path, model: str | Path = "default", backend: str = "auto",
+            device: str | int | None = None, tile: int | None = None, overlap: int | None = None,
+            batch: int | None = None, overwrite: bool = False, **video_options) -> Path:
+    """Check the job, then load the model and upscale an image, folder or video (what `i2nq upscale` runs)."""
+    check_job(src, dst, overwrite)  # bad paths fail before a model is loaded
+    with Upscaler(model, backend, device, tile, overlap, batch) as upscaler:
+        return upscaler.upscale_path(src, dst, overwrite, **video_options)
+
+
+def _check_kind(path: Path, suffixes: tuple[str, ...], kind: str) -> Path:
+    """The path, or I2NQError when its suffix is not one of `suffixes`."""
+    if path.suffix.lower() not in suffixes:
+        raise I2NQError(f"unsupported {kind} type {path.suffix or '(no suffix)'!r} for {path.name}: "
+                        f"use one of {', '.join(suffixes)}")
+    return path

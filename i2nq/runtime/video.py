@@ -1,0 +1,226 @@
+"""Video: PyAV decode -> batched SR -> encode, with audio and subtitle packets copied untouched.
+
+Decoding and encoding run in their own threads, joined to inference by bounded queues, so they overlap
+with the model and memory stays bounded for any length. Every frame keeps its timestamp. The output is
+written to a temp file and renamed only when complete; an error or Ctrl-C leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from tqdm import tqdm
+
+from i2nq.errors import I2NQError
+from i2nq.runtime.files import atomic_output
+from i2nq.runtime.tiler import Tiler
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
+COPIED_STREAMS = ("audio", "subtitle")
+_END = object()
+
+
+def is_video(path: Path) -> bool:
+    """Whether the file name has a supported video suffix."""
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """Encoder settings: an FFmpeg encoder name, constant-rate-factor quality and speed preset."""
+
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str = "medium"
+
+    def encoder_options(self) -> dict[str, str]:
+        """Options for the encoder (x264/x265/VP9/AV1 read crf and preset; others ignore them)."""
+        return {"crf": str(self.crf), "preset": self.preset}
+
+
+@dataclass
+class _Frame:
+    image: np.ndarray
+    pts: int
+    time_base: Fraction
+
+
+class _Stopped(Exception):
+    """Another stage failed or was interrupted."""
+
+
+class _Pipeline:
+    """The three stages and the queues between them; the first error stops them all."""
+
+    def __init__(self, depth: int) -> None:
+        self.decoded: queue.Queue = queue.Queue(depth)
+        self.upscaled: queue.Queue = queue.Queue(depth)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def put(self, q: queue.Queue, item: object) -> None:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def get(self, q: queue.Queue) -> object:
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        raise _Stopped
+
+    def thread(self, target: Callable[[], None]) -> threading.Thread:
+        def body() -> None:
+            try:
+                target()
+            except _Stopped:
+                pass
+            except BaseException as exc:  # handed to the main thread, which re-raises it
+                self.error = self.error or exc
+                self.stop.set()
+
+        worker = threading.Thread(target=body, daemon=True)
+        worker.start()
+        return worker
+
+
+def upscale_video(src: Path, dst: Path, tiler: Tiler, options: VideoOptions = VideoOptions(),
+                  progress: bool = True) -> None:
+    """Upscale every frame of `src` into `dst`, as many frames per model call as fill the tiler's batch."""
+    try:
+        source = av.open(str(src))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise I2NQError(f"cannot read video {src}: {_reason(exc)}") from None
+    with source:
+        if not source.streams.video:
+            raise I2NQError(f"{src} has no video stream")
+        video = source.streams.video[0]
+        video.thread_type = "AUTO"
+        copied = [s for s in source.streams if s.type in COPIED_STREAMS]
+        with atomic_output(dst) as tmp:
+            try:
+                sink = av.open(str(tmp), "w")
+            except (av.error.FFmpegError, OSError) as exc:
+                raise I2NQError(f"cannot write video {dst}: {_reason(exc)}") from None
+            with sink:
+                encoder = _add_encoder(sink, video, tiler.scale, options)
+                streams = {s.index: sink.add_stream_from_template(s) for s in copied}
+                tiles = tiler.tiles_per_frame(video.codec_context.height, video.codec_context.width)
+                _run(source, video, copied, sink, encoder, streams, tiler.run, max(1, tiler.batch // tiles),
+                     tqdm(total=video.frames or None, unit="frame", desc=src.name, disable=not progress,
+                          dynamic_ncols=True))
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an FFmpeg error, without the file name PyAV appends."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _add_encoder(sink: av.container.OutputContainer, video: av.video.stream.VideoStream, scale: int,
+                 options: VideoOptions) -> av.video.stream.VideoStream:
+    """A video stream at `scale` times the input size that keeps the input's time base (so pts carry over)."""
+    try:
+        av.codec.Codec(options.codec, "w")
+    except (av.error.FFmpegError, ValueError):
+        raise I2NQError(f"unknown video encoder {options.codec!r} (e.g. libx264, libx265, libvpx-vp9, mpeg4)") from None
+    rate = video.average_rate or video.guessed_rate or Fraction(24)
+    encoder = sink.add_stream(options.codec, rate=rate, options=options.encoder_options())
+    width, height = video.codec_context.width * scale, video.codec_context.height * scale
+    encoder.width, encoder.height = width, height
+    encoder.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    encoder.time_base = video.time_base
+    encoder.codec_context.time_base = video.time_base
+    return encoder
+
+
+def _run(source, video, copied, sink, encoder, streams, upscale, frames_per_call, bar) -> None:
+    """Decode (thread) -> upscale (this thread) -> encode and mux (thread)."""
+    pipe = _Pipeline(depth=2 * frames_per_call + 8)
+    decoded = [0]
+
+    def decode() -> None:
+        try:
+            for item in _demux(source, video, copied):
+                decoded[0] += isinstance(item, _Frame)
+                pipe.put(pipe.decoded, item)
+        except av.error.FFmpegError as exc:
+            raise I2NQError(f"cannot decode {source.name}: {_reason(exc)}") from None
+        if video.frames and decoded[0] < video.frames:
+            raise I2NQError(f"{source.name} is truncated or corrupt: decoded {decoded[0]} of {video.frames} frames")
+        pipe.put(pipe.decoded, _END)
+
+    def encode() -> None:
+        while (item := pipe.get(pipe.upscaled)) is not _END:
+            if isinstance(item, _Frame):
+                frame = av.VideoFrame.from_ndarray(item.image, format="bgr24")
+                frame.pts, frame.time_base = item.pts, item.time_base
+                sink.mux(encoder.encode(frame))
+                bar.update(1)
+            else:
+                item.stream = streams[item.stream.index]
+                sink.mux(item)
+        sink.mux(encoder.encode(None))
+
+    threads = [pipe.thread(decode), pipe.thread(encode)]
+    try:
+        with bar:
+            _upscale_stage(pipe, upscale, frames_per_call)
+            threads[1].join()
+    except _Stopped:
+        pass  # a worker failed: its error is raised below
+    finally:
+        pipe.stop.set()
+        for worker in threads:
+            worker.join()
+    if pipe.error is not None:
+        raise pipe.error
+
+
+def _upscale_stage(pipe: _Pipeline, upscale: Callable[[list[np.ndarray]], list[np.ndarray]], size: int) -> None:
+    """Gather frames into calls of `size`; copied packets keep their place in the stream order."""
+    pending: list = []
+    frames: list[_Frame] = []
+    while True:
+        item = pipe.get(pipe.decoded)
+        if item is not _END:
+            pending.append(item)
+            if isinstance(item, _Frame):
+                frames.append(item)
+        if item is _END or len(frames) == size:
+            for frame, image in zip(frames, upscale([f.image for f in frames]) if frames else []):
+                frame.image = image
+            for p in pending:
+                pipe.put(pipe.upscaled, p)
+            pending, frames = [], []
+        if item is _END:
+            pipe.put(pipe.upscaled, _END)
+            return
+
+
+def _demux(source, video, copied) -> Iterator[object]:
+    """Decoded video frames (BGR, with pts) and copied packets, in file order."""
+    step = 1 / ((video.average_rate or Fraction(24)) * video.time_base)
+    index = 0
+    for packet in source.demux(video, *copied):
+        if packet.stream.index != video.index:
+            if packet.dts is not None:
+                yield packet
+            continue
+        for frame in packet.decode():
+            pts = frame.pts if frame.pts is not None else round(index * step)
+            index += 1
+            yield _Frame(frame.to_ndarray(format="bgr24"), pts, video.time_base)
