@@ -1,0 +1,96 @@
+"""Tiling: plans are valid, and tiled output equals whole-frame output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from i2nq.errors import I2NQError
+from i2nq.runtime.backends import open_backend
+from i2nq.runtime.tiler import Tiler, plan_axis
+
+
+def _assert_close(tiled: np.ndarray, whole: np.ndarray) -> None:
+    """Equal up to float rounding: at most 1 level off, on at most 0.1% of values."""
+    diff = np.abs(tiled.astype(np.int64) - whole.astype(np.int64))
+    assert tiled.shape == whole.shape and tiled.dtype == whole.dtype
+    assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 16, 17, 31, 64, 100, 257])
+@pytest.mark.parametrize("tile,overlap", [(7, 3), (8, 0), (16, 3), (24, 5), (64, 8)])
+@pytest.mark.parametrize("shrink", [True, False])
+def test_plan_axis_covers_with_equal_inward_tiles(length: int, tile: int, overlap: int, shrink: bool) -> None:
+    plan = plan_axis(length, tile, overlap, shrink)
+    assert plan.tile == min(length, tile) or (shrink and plan.tile < tile)
+    assert plan.cuts[0] == 0 and plan.cuts[-1] == length and len(plan.cuts) == len(plan.starts) + 1
+    for k, start in enumerate(plan.starts):
+        lo, hi = plan.cuts[k], plan.cuts[k + 1]
+        assert 0 <= start and start + plan.tile <= length  # edge tiles shift inward, never shrink
+        assert lo < hi
+        assert lo == 0 or lo >= start + overlap  # every owned pixel sees `overlap` px of context
+        assert hi == length or hi <= start + plan.tile - overlap
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("size", [(37, 53), (64, 64), (5, 90), (11, 9)])
+@pytest.mark.parametrize("tile,batch", [(7, 1), (13, 3), (24, 4), (200, 2)])
+def test_tiled_equals_whole_frame(tiny_model, scale: int, size: tuple[int, int], tile: int, batch: int) -> None:
+    backend = open_backend(tiny_model(scale=scale), device="cpu")
+    image = np.random.default_rng(sum(size)).integers(0, 256, (*size, 3), dtype=np.uint8)
+    whole = Tiler(backend, tile=0).run([image])[0]
+    tiled = Tiler(backend, tile=tile, batch=batch).run([image])[0]
+    assert whole.shape == (size[0] * scale, size[1] * scale, 3)
+    _assert_close(tiled, whole)
+
+
+def test_tiles_batch_across_frames(tiny_model) -> None:
+    backend = open_backend(tiny_model(scale=2), device="cpu")
+    frames = [np.random.default_rng(i).integers(0, 65536, (19, 23, 3), dtype=np.uint16) for i in range(3)]
+    whole = Tiler(backend, tile=0).run(frames)
+    tiled = Tiler(backend, tile=10, batch=5).run(frames)
+    for t, w in zip(tiled, whole):
+        assert t.dtype == np.uint16
+        assert np.abs(t.astype(np.int64) - w).max() <= 1
+
+
+def test_overlap_below_receptive_field_is_feathered(tiny_model) -> None:
+    backend = open_backend(tiny_model(scale=2, convs=4), device="cpu")
+    image = np.random.default_rng(3).integers(0, 256, (48, 61, 3), dtype=np.uint8)
+    whole = Tiler(backend, tile=0).run([image])[0].astype(np.int64)
+    feathered = Tiler(backend, tile=16, overlap=2)
+    assert not feathered.exact
+    diff = np.abs(feathered.run([image])[0] - whole)
+    assert 0 < diff.max() <= 16 and diff.mean() < 1.0  # seams hidden, not exact
+
+
+def test_default_tile_and_batch(tiny_model) -> None:
+    tiler = Tiler(open_backend(tiny_model(scale=2), device="cpu"))
+    assert tiler.overlap == 3 and tiler.exact and tiler.tile == (384, 384) and tiler.batch == 1
+    assert tiler.tiles_per_frame(2000, 1000) == 6 * 3
+
+
+def test_tile_must_exceed_twice_the_overlap(tiny_model) -> None:
+    with pytest.raises(I2NQError, match="twice the overlap"):
+        Tiler(open_backend(tiny_model(scale=2), device="cpu"), tile=6)
+
+
+class _StaticShape:
+    """Wraps a backend as if it were a static engine of one tile shape and batch (like TensorRT)."""
+
+    def __init__(self, inner, shape: tuple[int, int], batch: int) -> None:
+        self.inner, self.meta, self.fixed_shape, self.max_batch, self.name = inner, inner.meta, shape, batch, "static"
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        assert x.shape[2:] == self.fixed_shape and x.shape[0] <= self.max_batch
+        return self.inner.run(x)
+
+
+def test_static_shape_backend_gets_only_its_tile(tiny_model) -> None:
+    inner = open_backend(tiny_model(scale=2), device="cpu")
+    image = np.random.default_rng(5).integers(0, 256, (41, 50, 3), dtype=np.uint8)
+    whole = Tiler(inner, tile=0).run([image])[0]
+    _assert_close(Tiler(_StaticShape(inner, (16, 20), 2), batch=8).run([image])[0], whole)
+    small = Tiler(_StaticShape(inner, (64, 64), 2)).run([image])[0]  # padded: approximate at the padded border
+    assert small.shape == whole.shape
+    assert np.abs(small[:70, :90].astype(int) - whole[:70, :90]).max() <= 1
