@@ -1,0 +1,106 @@
+"""Checkpoints: one .safetensors file whose metadata holds the JSON config (arch, scale, quantizer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from i2nq import __version__
+from i2nq.errors import I2NQError
+from i2nq.models.edsr import EDSR
+from i2nq.models.registry import ARCHS, build
+
+FORMAT = "i2nq-checkpoint/1"
+
+
+def config_of(model: EDSR, **extra) -> dict:
+    """The JSON config that, with the tensors, rebuilds `model` exactly."""
+    overrides = {k: getattr(model, k) for k in ("n_blocks", "n_feats", "skip") if getattr(model, k) != ARCHS[model.arch][k]}
+    return {"format": FORMAT, "i2nq_version": __version__, "arch": model.arch, "scale": model.scale,
+            "arch_overrides": overrides, "quant": model.quant_config, **extra}
+
+
+def save(model: EDSR, path: str | os.PathLike, **extra) -> Path:
+    """Write `model` (float or quantized) atomically to `path` (.safetensors); `extra` goes into the config."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise I2NQError(f"checkpoint path must end in .safetensors: {path}")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"i2nq": json.dumps(config_of(model, **extra), sort_keys=True)}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if path.parent.exists() else None)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The JSON config stored in an i2nq checkpoint; I2NQError if it is not one."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise I2NQError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises several types for corrupt headers
+        raise I2NQError(f"not a readable safetensors checkpoint: {path} ({type(exc).__name__})") from None
+    if "i2nq" not in meta:
+        raise I2NQError(f"not an i2nq checkpoint (no i2nq config in its metadata): {path}")
+    cfg = json.loads(meta["i2nq"])
+    if cfg.get("format") != FORMAT:
+        raise I2NQError(f"unsupported checkpoint format {cfg.get('format')!r} in {path}")
+    return cfg
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """A shipped model name ('default') or a path to a .safetensors checkpoint."""
+    p = Path(name_or_path)
+    if p.suffix == ".safetensors" or p.exists():
+        if not p.is_file():
+            raise I2NQError(f"checkpoint not found: {p}")
+        return p
+    from i2nq.assets import shipped_model
+
+    return shipped_model(str(name_or_path), ".safetensors")
+
+
+def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> EDSR:
+    """Load a shipped model by name or a checkpoint path; returns the module in eval mode.
+
+    The module maps NCHW RGB float in [0, 1] to the upscaled image in the same convention;
+    `module.info` describes it (arch, scale, bits, receptive field).
+    """
+    from safetensors.torch import load_file
+
+    path = resolve(name_or_path)
+    cfg = read_config(path)
+    model = build(cfg["arch"], cfg["scale"], **cfg.get("arch_overrides", {}))
+    if cfg.get("quant"):
+        from i2nq.quant import config_from_dict, quantize_
+
+        quantize_(model, config_from_dict(cfg["quant"]), init_weights=False)
+    try:
+        state = load_file(str(path))
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:
+        raise I2NQError(f"checkpoint {path} does not match its config ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200]})") from None
+    return model.eval().to(device)
+
+
+def load_any(model: nn.Module | str | os.PathLike) -> EDSR:
+    """A module passes through; a name or path is loaded."""
+    return model if isinstance(model, nn.Module) else load(model)

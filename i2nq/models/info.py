@@ -1,0 +1,16 @@
+"""The model descriptor callers read instead of guessing (scale, receptive field, bits)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a caller needs to run a model: scale, receptive field (for exact tiling), bits."""
+
+    arch: str
+    scale: int
+    bits: str  # "fp32" or e.g. "w4a4"
+    receptive_field: int
+    in_channels: int = 3

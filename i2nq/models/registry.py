@@ -1,0 +1,23 @@
+"""Named architectures and the model descriptor callers read instead of guessing."""
+
+from __future__ import annotations
+
+from i2nq.errors import I2NQError
+from i2nq.models.edsr import EDSR
+
+# name -> constructor arguments. edsr-small is the CPU-demo variant we ship; its bicubic skip makes a
+# small model train to a useful quality in CPU hours.
+ARCHS: dict[str, dict] = {
+    "edsr-baseline": dict(n_blocks=16, n_feats=64, skip="none"),
+    "edsr-small": dict(n_blocks=8, n_feats=32, skip="bicubic"),
+}
+SCALES = (2, 3, 4)
+
+
+def build(arch: str, scale: int = 4, **overrides) -> EDSR:
+    """A freshly initialized float model of a registered architecture."""
+    if arch not in ARCHS:
+        raise I2NQError(f"unknown arch {arch!r} (known: {', '.join(sorted(ARCHS))})")
+    if scale not in SCALES:
+        raise I2NQError(f"unsupported scale {scale} (supported: {', '.join(map(str, SCALES))})")
+    return EDSR(scale=scale, arch=arch, **{**ARCHS[arch], **overrides})
