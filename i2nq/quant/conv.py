@@ -1,0 +1,30 @@
+"""A convolution with a quantized input (per-site codebook) and FSWA-quantized weights."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from i2nq.quant.quantizers import ActQuantizer, WeightQuantizer
+
+
+class QuantConv2d(nn.Module):
+    """Drop-in for an nn.Conv2d: conv(Qa(x), Qw(W)) + b. Keeps the float weight for QAT."""
+
+    def __init__(self, conv: nn.Conv2d, act: ActQuantizer, weight: WeightQuantizer) -> None:
+        super().__init__()
+        if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+            raise ValueError("QuantConv2d supports plain zero-padded convolutions")
+        self.weight = nn.Parameter(conv.weight.detach().clone())
+        self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
+        self.stride, self.padding = conv.stride, conv.padding
+        self.act_quant, self.weight_quant = act, weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight if self.act_quant.observing else self.weight_quant(self.weight)
+        return F.conv2d(self.act_quant(x), w, self.bias, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        o, i, kh, kw = self.weight.shape
+        return f"{i}, {o}, kernel_size=({kh}, {kw}), stride={self.stride}, padding={self.padding}"
