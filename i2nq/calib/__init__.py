@@ -1,0 +1,1 @@
+"""Calibration, QAT fine-tuning, float training and evaluation of SR models (torch)."""

@@ -1,0 +1,98 @@
+"""CLI: `i2nq train`, `i2nq quantize`, `i2nq eval` (argument parsing only; each is one library call)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from i2nq.errors import I2NQError
+
+
+def _out_path(path: str, overwrite: bool) -> Path:
+    out = Path(path)
+    if out.suffix != ".safetensors":
+        raise I2NQError(f"output must be a .safetensors file: {out}")
+    if not out.parent.is_dir():
+        raise I2NQError(f"output folder does not exist: {out.parent}")
+    if out.exists() and not overwrite:
+        raise I2NQError(f"{out} exists; pass --overwrite to replace it")
+    return out
+
+
+def _train_config(args: argparse.Namespace):
+    from i2nq.calib.train import TrainConfig
+
+    return TrainConfig(steps=args.steps, batch=args.batch, lr_patch=args.patch, lr=args.lr, seed=args.seed,
+                       threads=args.threads, log_every=args.log_every,
+                       **({"quant_lr": args.quant_lr, "distill": args.distill} if hasattr(args, "distill") else {}))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from i2nq.calib.pipeline import train_float
+    from i2nq.models.registry import build
+
+    build(args.arch, args.scale)  # validates arch and scale before any work
+    train_float(args.arch, args.scale, _out_path(args.output, args.overwrite), _train_config(args), state=args.state)
+
+
+def _quantize(args: argparse.Namespace) -> None:
+    from i2nq.calib.pipeline import quantize_model
+    from i2nq.models.checkpoint import load
+    from i2nq.quant import I2NQConfig, UniformConfig
+
+    cfg = (I2NQConfig(bits=args.bits, w_bits=args.w_bits, a_bits=args.a_bits, fswa=not args.no_fswa)
+           if args.method == "i2nq" else UniformConfig(bits=args.bits, w_bits=args.w_bits, a_bits=args.a_bits))
+    out = _out_path(args.output, args.overwrite)
+    parent = load(args.model)
+    if parent.quant_config:
+        raise I2NQError(f"{args.model} is already quantized; start from a float checkpoint")
+    quantize_model(parent, cfg, out, _train_config(args), calib_batches=args.calib_batches, state=args.state)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from i2nq.calib.evaluate import evaluate, format_table
+    from i2nq.models.checkpoint import load
+
+    result = evaluate(load(args.model), args.hr)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+
+
+def _training_args(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
+    p.add_argument("-o", "--output", required=True, help="output checkpoint (.safetensors)")
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--patch", type=int, default=32, help="LR patch side (HR patch = patch x scale)")
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--state", help="resumable training state (default: OUTPUT with .state.pt)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a float SR model on scikit-image's photographs (resumable)")
+    p.add_argument("--arch", default="edsr-small")
+    p.add_argument("--scale", type=int, default=4)
+    _training_args(p, steps=4000, lr=1e-3)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("quantize", help="float checkpoint -> calibrated, QAT-trained I²NQ (or uniform) model")
+    p.add_argument("model", help="float model: name or .safetensors checkpoint")
+    p.add_argument("--method", choices=("i2nq", "uniform"), default="i2nq")
+    p.add_argument("--bits", type=int, default=4, help="weight and activation bits (2, 3, 4 or 8)")
+    p.add_argument("--w-bits", type=int, help="weight bits (overrides --bits)")
+    p.add_argument("--a-bits", type=int, help="activation bits (overrides --bits)")
+    p.add_argument("--no-fswa", action="store_true", help="max-abs per-channel weight scales, not learned")
+    p.add_argument("--calib-batches", type=int, default=8)
+    p.add_argument("--quant-lr", type=float, default=1e-3, help="learning rate of levels, scales and clips")
+    p.add_argument("--distill", type=float, default=1.0, help="weight of L1 to the float parent's output")
+    _training_args(p, steps=400, lr=1e-4)
+    p.set_defaults(func=_quantize)
+
+    p = sub.add_parser("eval", help="Y-PSNR/SSIM on a folder of HR images against bicubic")
+    p.add_argument("--model", required=True, help="model name or checkpoint")
+    p.add_argument("--hr", required=True, help="folder of HR images")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_eval)

@@ -1,0 +1,56 @@
+"""The library calls behind `i2nq train` and `i2nq quantize`."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from i2nq.calib.data import VAL_PHOTOS, PairSet, skimage_photos
+from i2nq.calib.train import TrainConfig, fit, val_psnr
+from i2nq.models import build, save
+from i2nq.models.checkpoint import load_any
+from i2nq.models.edsr import EDSR
+from i2nq.quant import QuantConfig, calibrate_, is_quant_param, quantize_
+
+
+def training_sets(scale: int, lr_patch: int) -> tuple[PairSet, PairSet]:
+    """scikit-image's photographs for training, the held-out one for the validation log."""
+    return (PairSet.from_images(skimage_photos(), scale, lr_patch),
+            PairSet.from_images(skimage_photos(VAL_PHOTOS), scale))
+
+
+def train_float(arch: str, scale: int, out: str | os.PathLike, cfg: TrainConfig,
+                state: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> EDSR:
+    """Train a float model from scratch on scikit-image's photographs and save it to `out`."""
+    model = build(arch, scale)
+    data, val = training_sets(scale, cfg.lr_patch)
+    state = Path(state) if state else Path(out).with_suffix(".state.pt")
+    fit(model, data, cfg, state_path=state, val=val, log=log)
+    save(model, out, training={"kind": "float", **asdict(cfg)})
+    return model
+
+
+def quantize_model(float_model: str | os.PathLike | EDSR, config: QuantConfig, out: str | os.PathLike | None,
+                   cfg: TrainConfig, calib_batches: int = 8, state: str | os.PathLike | None = None,
+                   log: Callable[[str], None] = print) -> EDSR:
+    """Float model -> trained I²NQ (or uniform baseline) model: calibrate codebooks and scales on
+    training patches, then QAT with L1 plus `cfg.distill` x L1 to the float parent; saves to `out`."""
+    teacher = load_any(float_model)
+    student = copy.deepcopy(teacher)
+    quantize_(student, config)
+    data, val = training_sets(teacher.scale, cfg.lr_patch)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    calibrate_(student, (data.batch(cfg.batch, cfg.lr_patch, gen)[0] for _ in range(calib_batches)))
+    log(f"calibrated: val_psnr {val_psnr(student, val):.3f} (float {val_psnr(teacher, val):.3f})")
+    if cfg.steps > 0:
+        state_path = Path(state) if state else (Path(out).with_suffix(".state.pt") if out else None)
+        fit(student, data, cfg, state_path=state_path, teacher=teacher if cfg.distill > 0 else None,
+            val=val, is_quant_param=is_quant_param, log=log)
+    if out:
+        save(student, out, training={"kind": "qat", "calib_batches": calib_batches, **asdict(cfg)})
+    return student.eval()

@@ -1,0 +1,104 @@
+"""The training loop shared by float training and QAT: L1 (+ optional distillation), Adam, cosine
+schedule, resumable state (model, optimizer, step, RNG) saved atomically every `save_every` steps."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from i2nq.calib.data import PairSet, quantize8
+from i2nq.calib.metrics import psnr_y
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    batch: int = 16
+    lr_patch: int = 32  # LR patch side; the HR patch is lr_patch * scale
+    lr: float = 5e-4
+    min_lr: float = 1e-6
+    quant_lr: float = 1e-3  # for codebook levels, scales and clips (QAT)
+    distill: float = 0.0  # weight of an L1 term against the float teacher's output (QAT)
+    seed: int = 0
+    log_every: int = 100
+    save_every: int = 250
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+
+
+def _lr_at(step: int, cfg: TrainConfig, base: float) -> float:
+    t = min(step / max(cfg.steps, 1), 1.0)
+    return cfg.min_lr + 0.5 * (base - cfg.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def val_psnr(model: nn.Module, val: PairSet | None) -> float:
+    """Mean Y-PSNR on a held-out set (for the log only; never used to choose anything)."""
+    if val is None:
+        return float("nan")
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        vals = [psnr_y(quantize8(model(lr[None])[0]), hr, val.scale) for lr, hr in zip(val.lr, val.hr)]
+    model.train(was)
+    return sum(vals) / len(vals)
+
+
+def fit(model: nn.Module, data: PairSet, cfg: TrainConfig, state_path: str | os.PathLike | None = None,
+        teacher: nn.Module | None = None, val: PairSet | None = None,
+        is_quant_param: Callable[[str], bool] = lambda name: False, log: Callable[[str], None] = print) -> nn.Module:
+    """Train `model` in place on random patches of `data`; resumes from `state_path` if it exists."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if not is_quant_param(n)], "base": cfg.lr},
+              {"params": [p for n, p in named if is_quant_param(n)], "base": cfg.quant_lr}]
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.Adam([{"params": g["params"], "lr": g["base"]} for g in groups], betas=(0.9, 0.999))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    state_path = Path(state_path) if state_path else None
+    if state_path and state_path.is_file():
+        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        step = st["step"]
+        log(f"resumed from {state_path} at step {step}")
+    model.train()
+    if teacher is not None:
+        teacher.eval()
+    t0, running, count = time.time(), 0.0, 0
+    while step < cfg.steps:
+        for g, pg in zip(groups, opt.param_groups):
+            pg["lr"] = _lr_at(step, cfg, g["base"])
+        lr_b, hr_b = data.batch(cfg.batch, cfg.lr_patch, gen)
+        sr = model(lr_b)
+        loss = F.l1_loss(sr, hr_b)
+        if teacher is not None and cfg.distill > 0:
+            with torch.no_grad():
+                ref = teacher(lr_b)
+            loss = loss + cfg.distill * F.l1_loss(sr, ref)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        running += loss.item()
+        count += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            log(f"step {step}/{cfg.steps} loss {running / count:.5f} val_psnr {val_psnr(model, val):.3f} "
+                f"lr {opt.param_groups[0]['lr']:.2e} {(time.time() - t0) / count:.3f}s/step")
+            running, count, t0 = 0.0, 0, time.time()
+        if state_path and (step % cfg.save_every == 0 or step == cfg.steps):
+            tmp = state_path.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                        "step": step, "cfg": asdict(cfg)}, tmp)
+            os.replace(tmp, state_path)
+    model.eval()
+    return model
