@@ -1,0 +1,45 @@
+"""`i2nq build-plugin` and `i2nq build-engine`: argument parsing only; each runs one library call."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    plugin = sub.add_parser("build-plugin", help="build the TensorRT plugin library libi2nq_trt.so with CMake",
+                            description="Build libi2nq_trt.so (NUQuant, LUTDequant IPluginV3 creators) against a "
+                                        "TensorRT SDK; needs CMake and the CUDA toolkit (nvcc).")
+    plugin.add_argument("--tensorrt-root", metavar="DIR",
+                        help="TensorRT SDK folder with include/NvInfer.h (default: $TensorRT_ROOT or /usr)")
+    plugin.add_argument("-o", "--output", type=Path, metavar="PATH",
+                        help="where to put the library (default: ~/.cache/i2nq/plugins/libi2nq_trt.so)")
+    plugin.add_argument("--build-dir", type=Path, metavar="DIR", help="CMake build folder")
+    plugin.add_argument("--cuda-arch", metavar="LIST", help="CUDA architectures, e.g. 90 or '80;86;90'")
+    plugin.set_defaults(func=_build_plugin)
+
+    engine = sub.add_parser("build-engine", help="build a TensorRT engine from an i2nq ONNX export",
+                            description="Parse a tensorrt-flavor i2nq ONNX export with the plugin loaded and build "
+                                        "a strongly typed engine (static where --tile/--batch are given).")
+    engine.add_argument("onnx", type=Path, help="i2nq ONNX export (tensorrt flavor)")
+    engine.add_argument("-o", "--output", type=Path, metavar="PATH",
+                        help="engine file (default: the engine cache); its metadata goes to PATH.json")
+    engine.add_argument("--tile", type=int, nargs=2, metavar=("H", "W"), help="static input tile size")
+    engine.add_argument("--batch", type=int, metavar="N", help="static batch size (tiles per call)")
+    engine.add_argument("--plugin", type=Path, metavar="PATH",
+                        help="plugin library (default: $I2NQ_PLUGIN or the one build-plugin made)")
+    engine.add_argument("--device", type=int, default=0, metavar="N", help="CUDA device index (default 0)")
+    engine.set_defaults(func=_build_engine)
+
+
+def _build_plugin(args: argparse.Namespace) -> None:
+    from i2nq.plugins.library import build_plugin
+
+    print(build_plugin(args.tensorrt_root, args.output, args.build_dir, args.cuda_arch))
+
+
+def _build_engine(args: argparse.Namespace) -> None:
+    from i2nq.plugins.engine import build_engine
+
+    tile = tuple(args.tile) if args.tile else None
+    print(build_engine(args.onnx, args.output, tile, args.batch, args.plugin, args.device))

@@ -1,0 +1,96 @@
+"""The TensorRT plugin library: CMake build against TensorRT headers (when present), loading it the way
+trtexec does, and the one-line errors for missing or wrong libraries."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from i2nq.errors import I2NQError
+from i2nq.plugins.library import build_plugin, check_plugin, find_plugin, find_tensorrt_root, plugin_version
+
+REPO = Path(__file__).resolve().parents[1]
+TRT_CHECK = Path(__file__).with_name("test_plugins_trt_check.cpp")
+
+
+@pytest.fixture(scope="module")
+def tensorrt_root() -> Path:
+    """A TensorRT SDK (or just its include/): $TensorRT_ROOT, a system install, or third_party/TensorRT."""
+    for candidate in (os.environ.get("TensorRT_ROOT"), REPO / "third_party" / "TensorRT", None):
+        try:
+            return find_tensorrt_root(candidate)
+        except I2NQError:
+            continue
+    pytest.skip("TensorRT headers not found (set TensorRT_ROOT to a TensorRT SDK to compile-check the plugin "
+                "host code; CI machines do not have them)")
+
+
+@pytest.fixture(scope="module")
+def plugin_library(tensorrt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake not found")
+    if shutil.which("nvcc") is None and not os.access("/usr/local/cuda/bin/nvcc", os.X_OK):
+        pytest.skip("nvcc (CUDA toolkit) not found")
+    out = tmp_path_factory.mktemp("plugin")
+    return build_plugin(tensorrt_root, out / "libi2nq_trt.so", out / "build", cuda_archs="90", jobs=2)
+
+
+def test_plugin_builds_and_registers_like_trtexec(plugin_library: Path, tensorrt_root: Path, tmp_path: Path) -> None:
+    """dlopen + setLoggerFinder + getCreators, then the build-time logic and field serialization of both
+    plugins (tests/test_plugins_trt_check.cpp; no TensorRT runtime or GPU involved)."""
+    exe = tmp_path / "trt_check"
+    subprocess.run(["g++", "-std=c++17", "-isystem", str(tensorrt_root / "include"), "-isystem",
+                    "/usr/local/cuda/include", str(TRT_CHECK), "-ldl", "-o", str(exe)], check=True, timeout=300)
+    result = subprocess.run([str(exe), str(plugin_library)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "OK", result.stdout + result.stderr
+    assert plugin_version(plugin_library) == "1"
+    assert check_plugin(plugin_library) == plugin_library
+
+
+def test_missing_named_plugin_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(I2NQError, match="build-plugin"):
+        find_plugin(tmp_path / "nope.so")
+    monkeypatch.setenv("I2NQ_PLUGIN", str(tmp_path / "nope.so"))
+    with pytest.raises(I2NQError, match="not found"):
+        find_plugin()
+
+
+def test_nothing_built_means_no_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("I2NQ_PLUGIN", raising=False)
+    monkeypatch.setenv("I2NQ_CACHE_DIR", str(tmp_path))
+    assert find_plugin() is None
+
+
+def test_a_file_that_is_not_a_library_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "libi2nq_trt.so"
+    fake.write_bytes(b"not an ELF file")
+    with pytest.raises(I2NQError, match="cannot load"):
+        check_plugin(fake)
+
+
+def _shared_library(tmp_path: Path, name: str, source: str) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not found")
+    src, lib = tmp_path / f"{name}.c", tmp_path / f"{name}.so"  # distinct paths: dlopen caches by path
+    src.write_text(source)
+    subprocess.run(["gcc", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True, timeout=60)
+    return lib
+
+
+def test_other_libraries_and_versions_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(I2NQError, match="not an i2nq plugin"):
+        check_plugin(_shared_library(tmp_path, "other", "int unrelated(void) { return 0; }\n"))
+    old = _shared_library(tmp_path, "old", 'const char* i2nqPluginVersion(void) { return "0"; }\n')
+    with pytest.raises(I2NQError, match="version 0.*rebuild"):
+        check_plugin(old)
+
+
+def test_build_needs_tensorrt_headers(tmp_path: Path) -> None:
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake not found")
+    with pytest.raises(I2NQError, match="--tensorrt-root"):
+        build_plugin(tmp_path / "no-sdk")
