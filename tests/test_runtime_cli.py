@@ -70,7 +70,7 @@ def test_bad_input_is_one_line_error(workdir, tiny_model, capsys, src, dst, mess
 
 def test_read_only_output_folder(workdir, tiny_model, capsys, monkeypatch) -> None:
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == workdir / "ro" else real_access(path, mode))
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != workdir / "ro" and real_access(path, mode))
     (workdir / "ro").mkdir()
     assert main(["upscale", str(workdir / "good.png"), "-o", str(workdir / "ro" / "x.png"),
                  "--model", str(tiny_model(scale=2))]) == 2
@@ -89,8 +89,9 @@ def test_bad_options(workdir, tiny_model, capsys) -> None:
 
 
 def test_overwrite(workdir, tiny_model) -> None:
-    args = ["upscale", str(workdir / "good.png"), "-o", str(workdir / "random.png"), "--model", str(tiny_model(scale=2))]
-    assert main(args + ["--overwrite"]) == 0
+    model = str(tiny_model(scale=2))
+    assert main(["upscale", str(workdir / "good.png"), "-o", str(workdir / "random.png"), "--model", model,
+                 "--overwrite"]) == 0
     assert read_image(workdir / "random.png").shape == (24, 32, 3)
 
 

@@ -49,7 +49,7 @@ def test_tiles_batch_across_frames(tiny_model) -> None:
     frames = [np.random.default_rng(i).integers(0, 65536, (19, 23, 3), dtype=np.uint16) for i in range(3)]
     whole = Tiler(backend, tile=0).run(frames)
     tiled = Tiler(backend, tile=10, batch=5).run(frames)
-    for t, w in zip(tiled, whole):
+    for t, w in zip(tiled, whole, strict=True):
         assert t.dtype == np.uint16
         assert np.abs(t.astype(np.int64) - w).max() <= 1
 

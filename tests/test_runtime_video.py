@@ -76,3 +76,9 @@ def test_truncated_video(upscaler, clip, tmp_path) -> None:
         with pytest.raises(I2NQError, match="cut.mp4"):
             upscaler.upscale_video(bad, tmp_path / "out.mp4", progress=False)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4"]
+
+
+def test_codec_the_container_cannot_hold(upscaler, clip, tmp_path) -> None:
+    with pytest.raises(I2NQError, match="cannot write video"):
+        upscaler.upscale_video(clip, tmp_path / "out.webm", progress=False)  # H.264 + AAC in WebM
+    assert list(tmp_path.iterdir()) == []

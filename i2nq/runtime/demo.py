@@ -81,7 +81,7 @@ def run_demo(out: str | Path = "i2nq-demo", model: str | Path = "default", backe
         video = check_destination(out / f"sample_x{s}.mp4", overwrite=overwrite)
         sr = upscaler.upscale(lr)
         bicubic = cv2.resize(lr, hr.shape[1::-1], interpolation=cv2.INTER_CUBIC)
-        for name, image in zip(paths, (lr, sr, bicubic)):
+        for name, image in zip(paths, (lr, sr, bicubic), strict=True):
             write_image(paths[name], image)
         upscaler.upscale_video(sample("sample.mp4"), video, overwrite=overwrite, progress=progress)
         return DemoResult(str(model), paths["lr"], paths[f"x{s}"], paths[f"bicubic_x{s}"], video,

@@ -188,7 +188,8 @@ class _Feather:
         y0, x0 = self.rows.starts[job.row] * s, self.cols.starts[job.col] * s
         ys, xs = slice(y0, y0 + th), slice(x0, x0 + tw)
         wy, wx = self.wy[job.row, ys], self.wx[job.col, xs]
-        total = self.wy_before[job.row, ys, None] * self.wx_all[None, xs] + wy[:, None] * self.wx_upto[job.col, None, xs]
+        earlier = self.wy_before[job.row, ys, None] * self.wx_all[None, xs]
+        total = earlier + wy[:, None] * self.wx_upto[job.col, None, xs]
         alpha = (wy[:, None] * wx[None, :] / total).astype(np.float32)[..., None]
         peak = _max_value(out)
         tile = np.clip(y[::-1].transpose(1, 2, 0), 0, 1) * peak

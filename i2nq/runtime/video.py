@@ -115,13 +115,16 @@ def upscale_video(src: Path, dst: Path, tiler: Tiler, options: VideoOptions = Vi
                 sink = av.open(str(tmp), "w")
             except (av.error.FFmpegError, OSError) as exc:
                 raise I2NQError(f"cannot write video {dst}: {_reason(exc)}") from None
-            with sink:
-                encoder = _add_encoder(sink, video, tiler.scale, options)
-                streams = {s.index: sink.add_stream_from_template(s) for s in copied}
-                tiles = tiler.tiles_per_frame(video.codec_context.height, video.codec_context.width)
-                _run(source, video, copied, sink, encoder, streams, tiler.run, max(1, tiler.batch // tiles),
-                     tqdm(total=video.frames or None, unit="frame", desc=src.name, disable=not progress,
-                          dynamic_ncols=True))
+            try:
+                with sink:
+                    encoder = _add_encoder(sink, video, tiler.scale, options)
+                    streams = {s.index: sink.add_stream_from_template(s) for s in copied}
+                    tiles = tiler.tiles_per_frame(video.codec_context.height, video.codec_context.width)
+                    _run(source, video, copied, sink, encoder, streams, tiler.run, max(1, tiler.batch // tiles),
+                         tqdm(total=video.frames or None, unit="frame", desc=src.name, disable=not progress,
+                              dynamic_ncols=True))
+            except (av.error.FFmpegError, ValueError) as exc:  # e.g. a codec the output container cannot hold
+                raise I2NQError(f"cannot write video {dst}: {_reason(exc)}") from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -150,17 +153,17 @@ def _add_encoder(sink: av.container.OutputContainer, video: av.video.stream.Vide
 def _run(source, video, copied, sink, encoder, streams, upscale, frames_per_call, bar) -> None:
     """Decode (thread) -> upscale (this thread) -> encode and mux (thread)."""
     pipe = _Pipeline(depth=2 * frames_per_call + 8)
-    decoded = [0]
 
     def decode() -> None:
+        count = 0
         try:
             for item in _demux(source, video, copied):
-                decoded[0] += isinstance(item, _Frame)
+                count += isinstance(item, _Frame)
                 pipe.put(pipe.decoded, item)
         except av.error.FFmpegError as exc:
             raise I2NQError(f"cannot decode {source.name}: {_reason(exc)}") from None
-        if video.frames and decoded[0] < video.frames:
-            raise I2NQError(f"{source.name} is truncated or corrupt: decoded {decoded[0]} of {video.frames} frames")
+        if video.frames and count < video.frames:
+            raise I2NQError(f"{source.name} is truncated or corrupt: decoded {count} of {video.frames} frames")
         pipe.put(pipe.decoded, _END)
 
     def encode() -> None:
@@ -201,7 +204,7 @@ def _upscale_stage(pipe: _Pipeline, upscale: Callable[[list[np.ndarray]], list[n
             if isinstance(item, _Frame):
                 frames.append(item)
         if item is _END or len(frames) == size:
-            for frame, image in zip(frames, upscale([f.image for f in frames]) if frames else []):
+            for frame, image in zip(frames, upscale([f.image for f in frames]) if frames else [], strict=True):
                 frame.image = image
             for p in pending:
                 pipe.put(pipe.upscaled, p)
