@@ -19,16 +19,16 @@ def cuda_available() -> bool:
 
 
 def intra_op_threads() -> int:
-    """Threads for one inference: OMP_NUM_THREADS when set, else one per physical core."""
+    """Threads for one inference: OMP_NUM_THREADS when set, else one per physical core we may use."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
     try:
         import psutil
-
-        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
     except ImportError:
         return 0  # ONNX Runtime's own default: one thread per physical core
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(psutil.cpu_count(logical=False) or usable, usable)
 
 
 def read_meta(metadata: dict[str, str], path: Path) -> ModelMeta:
