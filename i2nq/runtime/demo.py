@@ -57,7 +57,7 @@ def bicubic_down(image: np.ndarray, scale: int) -> np.ndarray:
         return w / w.sum(axis=1, keepdims=True)
 
     rows, cols = matrix(image.shape[0]), matrix(image.shape[1])
-    out = np.einsum("ij,jkc,lk->ilc", rows, image.astype(np.float64), cols)
+    out = np.einsum("ij,jkc,lk->ilc", rows, image.astype(np.float64), cols, optimize=True)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
