@@ -72,6 +72,11 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _tensorrt_installed() -> bool:
+    """TensorRT, CuPy (its device buffers) and our backend module are all importable."""
+    return all(_installed(m) for m in ("tensorrt", "cupy", "i2nq.runtime.backends.tensorrt"))
+
+
 def _gpu_present() -> bool:
     """Cheap check for an NVIDIA driver before importing anything heavy."""
     return shutil.which("nvidia-smi") is not None or Path("/dev/nvidiactl").exists()
@@ -93,8 +98,7 @@ def _cuda_for(backend: str) -> bool:
 def _auto_choice(files: ModelFiles, cpu_only: bool) -> tuple[str, bool]:
     """(backend name, on_gpu) that `auto` picks for these files."""
     gpu = not cpu_only and _gpu_present()
-    if files.engine is not None or (gpu and files.onnx and _installed("tensorrt")
-                                    and _installed("i2nq.runtime.backends.tensorrt")):
+    if files.engine is not None or (gpu and files.onnx and _tensorrt_installed()):
         return "tensorrt", True
     if gpu and files.onnx:
         from i2nq.runtime.backends.onnxruntime import cuda_available
@@ -140,8 +144,8 @@ def open_backend(model: str | Path, backend: str = "auto", device: str | int | N
         return TorchBackend(files.checkpoint, device=index if on_gpu else None)
     if cpu_only:
         raise I2NQError("the tensorrt backend runs on a GPU only; drop --device cpu")
-    if not (_installed("tensorrt") and _installed("i2nq.runtime.backends.tensorrt")):
-        raise I2NQError("the tensorrt backend needs TensorRT: pip install 'i2nq[tensorrt]'")
+    if not _tensorrt_installed():
+        raise I2NQError("the tensorrt backend needs TensorRT and CuPy: pip install 'i2nq[tensorrt,gpu]'")
     from i2nq.runtime.backends.tensorrt import TensorRTBackend
 
     source = files.engine or files.onnx
