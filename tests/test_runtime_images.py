@@ -129,3 +129,11 @@ def test_unknown_model_suffix_and_device(tiny_model, tmp_path) -> None:
         i2nq.Upscaler(tmp_path / "m.bin")
     with pytest.raises(I2NQError, match="unknown device"):
         i2nq.Upscaler(tiny_model(scale=2), device="tpu")
+
+
+def test_folder_output_must_be_a_folder(upscaler, tmp_path) -> None:
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), _image((4, 4, 3)))
+    (tmp_path / "file.png").write_bytes(b"x")
+    with pytest.raises(I2NQError, match="is a file"):
+        upscaler.upscale_folder(tmp_path / "in", tmp_path / "file.png", overwrite=True)

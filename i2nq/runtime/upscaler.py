@@ -61,7 +61,7 @@ class Upscaler:
             color = self.tiler.run([cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)])[0]
             return cv2.cvtColor(color, cv2.COLOR_BGR2GRAY).reshape(color.shape[:2] + image.shape[2:])
         if channels == 4:
-            color = self.tiler.run([np.ascontiguousarray(image[..., :3])])[0]
+            color = self.tiler.run([image[..., :3]])[0]
             alpha = cv2.resize(image[..., 3], color.shape[1::-1], interpolation=cv2.INTER_CUBIC)
             return np.dstack([color, alpha])
         return self.tiler.run([image])[0]
@@ -83,6 +83,8 @@ class Upscaler:
             raise I2NQError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {src}")
         if dst.resolve() == src.resolve():
             raise I2NQError(f"output folder {dst} is the input folder; choose another")
+        if dst.exists() and not dst.is_dir():
+            raise I2NQError(f"output {dst} is a file; a folder of images needs an output folder")
         if not dst.is_dir():
             check_destination(dst)
             dst.mkdir()
