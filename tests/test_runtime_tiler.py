@@ -94,3 +94,28 @@ def test_static_shape_backend_gets_only_its_tile(tiny_model) -> None:
     small = Tiler(_StaticShape(inner, (64, 64), 2)).run([image])[0]  # padded: approximate at the padded border
     assert small.shape == whole.shape
     assert np.abs(small[:70, :90].astype(int) - whole[:70, :90]).max() <= 1
+
+
+class _Nearest:
+    """A numpy 'model' (nearest-neighbour x2) that records the batch shapes it is given."""
+
+    name, fixed_shape, max_batch = "nearest", None, None
+
+    def __init__(self) -> None:
+        from i2nq.runtime.backends import ModelMeta
+
+        self.meta, self.shapes = ModelMeta("nearest", 2, "fp32", 0), []
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.shapes.append(x.shape)
+        return x.repeat(2, axis=2).repeat(2, axis=3)
+
+
+def test_large_frame_goes_to_the_backend_in_bounded_batches() -> None:
+    backend = _Nearest()
+    image = np.random.default_rng(0).integers(0, 256, (2001, 2503, 3), dtype=np.uint8)
+    tiler = Tiler(backend)
+    out = tiler.run([image])[0]
+    assert np.array_equal(out, image.repeat(2, 0).repeat(2, 1))
+    assert len(backend.shapes) == tiler.tiles_per_frame(2001, 2503) > 30
+    assert max(n * h * w for n, _, h, w in backend.shapes) <= 512 * 512  # the default batch of tile pixels
