@@ -25,8 +25,9 @@ def default_plugin_path() -> Path:
 
 
 def find_tensorrt_root(tensorrt_root: str | Path | None) -> Path:
-    """The TensorRT SDK folder (the one with include/NvInfer.h): argument, $TensorRT_ROOT, or a system install."""
-    candidates = [tensorrt_root, os.environ.get("TensorRT_ROOT"), "/usr", "/usr/local/tensorrt", "/opt/tensorrt"]
+    """The TensorRT SDK folder (the one with include/NvInfer.h): the argument if given, else $TensorRT_ROOT
+    or a system install."""
+    candidates = [tensorrt_root] if tensorrt_root else [os.environ.get("TensorRT_ROOT"), "/usr", "/opt/tensorrt"]
     for root in (Path(c) for c in candidates if c):
         if any((root / sub / "NvInferRuntime.h").is_file()
                for sub in ("include", "include/x86_64-linux-gnu", "include/aarch64-linux-gnu")):
