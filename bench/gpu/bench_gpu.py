@@ -70,39 +70,41 @@ def _wall_median(fn: Callable[[], object], reps: int = 5) -> float:
 
 
 def bench_kernels(ops, device: str, numel: int, rows: list[dict]) -> None:
-    """GB/s (bytes read + written) of each kernel vs a copy of the same output size."""
-    bench = timer(device)
+    """GB/s (bytes read + written) of each kernel vs a copy of the same size, fp16 then fp32."""
     half = torch.float16 if device == "cuda" else torch.float32
     for dtype, n in ((half, numel), (torch.float32, numel // 2)):
-        x = torch.randn(n, device=device, dtype=dtype)
-        y = torch.empty_like(x)
-        size = x.element_size()
-        copy_ms = bench(lambda: y.copy_(x))
-        copy_gbs = 2 * n * size / copy_ms / 1e6
-        rows.append(dict(section="kernels", case=f"copy {dtype} {n * size / 1e6:.0f} MB", ms=copy_ms,
-                         gbs=copy_gbs, ratio=1.0, target=None))
-        for bits in (2, 4, 8):
-            levels = torch.randn(1 << bits, device=device, dtype=torch.float64).sort().values.to(dtype)
-            ms = bench(lambda: ops.nuquant(x, levels, out=y))
-            gbs = 2 * n * size / ms / 1e6
-            rows.append(dict(section="kernels", case=f"NUQuant {dtype} K={1 << bits}", ms=ms, gbs=gbs,
-                             ratio=gbs / copy_gbs, target=COPY_TARGET))
-        if dtype == half:
-            ref_ms = bench(lambda: selfcheck.nuquant_ref(x, levels))
-            rows.append(dict(section="kernels", case=f"torch reference {dtype} K=256", ms=ref_ms,
-                             gbs=2 * n * size / ref_ms / 1e6, ratio=copy_ms / ref_ms, target=None))
-        for bits in (2, 3, 4, 8):
-            channels = 64
-            shape = (channels, n // channels)
-            m = channels * (n // channels)
-            codes = torch.randint(0, 256, ((m * bits + 7) // 8,), device=device, dtype=torch.uint8)
-            levels = torch.randn(channels, 1 << bits, device=device).sort(dim=1).values.to(dtype)
-            out = y[:m].view(shape)
-            ms = bench(lambda: ops.lut_dequant(codes, levels, bits, shape, 0, out=out))
-            gbs = (m * size + codes.numel()) / ms / 1e6
-            rows.append(dict(section="kernels", case=f"LUTDequant {dtype} {bits}-bit per-channel", ms=ms, gbs=gbs,
-                             ratio=gbs / copy_gbs, target=COPY_TARGET))
-        del x, y
+        _bench_dtype(ops, timer(device), device, dtype, n, rows)
+
+
+def _bench_dtype(ops, bench: Callable, device: str, dtype: torch.dtype, n: int, rows: list[dict]) -> None:
+    x = torch.randn(n, device=device, dtype=dtype)
+    y = torch.empty_like(x)
+    size = x.element_size()
+    copy_ms = bench(lambda: y.copy_(x))
+    copy_gbs = 2 * n * size / copy_ms / 1e6
+    rows.append(dict(section="kernels", case=f"copy {dtype} {n * size / 1e6:.0f} MB", ms=copy_ms, gbs=copy_gbs,
+                     ratio=1.0, target=None))
+    for bits in (2, 4, 8):
+        levels = torch.randn(1 << bits, device=device, dtype=torch.float64).sort().values.to(dtype)
+        ms = bench(lambda: ops.nuquant(x, levels, out=y))
+        gbs = 2 * n * size / ms / 1e6
+        rows.append(dict(section="kernels", case=f"NUQuant {dtype} K={1 << bits}", ms=ms, gbs=gbs,
+                         ratio=gbs / copy_gbs, target=COPY_TARGET))
+    if dtype == torch.float16:
+        ref_ms = bench(lambda: selfcheck.nuquant_ref(x, levels))
+        rows.append(dict(section="kernels", case=f"torch reference {dtype} K=256", ms=ref_ms,
+                         gbs=2 * n * size / ref_ms / 1e6, ratio=copy_ms / ref_ms, target=None))
+    channels = 64
+    shape = (channels, n // channels)
+    m = channels * (n // channels)
+    out = y[:m].view(shape)
+    for bits in (2, 3, 4, 8):
+        codes = torch.randint(0, 256, ((m * bits + 7) // 8,), device=device, dtype=torch.uint8)
+        levels = torch.randn(channels, 1 << bits, device=device).sort(dim=1).values.to(dtype)
+        ms = bench(lambda: ops.lut_dequant(codes, levels, bits, shape, 0, out=out))
+        gbs = (m * size + codes.numel()) / ms / 1e6
+        rows.append(dict(section="kernels", case=f"LUTDequant {dtype} {bits}-bit per-channel", ms=ms, gbs=gbs,
+                         ratio=gbs / copy_gbs, target=COPY_TARGET))
 
 
 def build_models(scale: int, device: str, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
