@@ -137,3 +137,12 @@ def test_folder_output_must_be_a_folder(upscaler, tmp_path) -> None:
     (tmp_path / "file.png").write_bytes(b"x")
     with pytest.raises(I2NQError, match="is a file"):
         upscaler.upscale_folder(tmp_path / "in", tmp_path / "file.png", overwrite=True)
+
+
+def test_jpeg_exif_orientation_is_applied(upscaler, tmp_path) -> None:
+    pil = pytest.importorskip("PIL.Image")
+    exif = pil.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    pil.fromarray(_image((10, 16, 3))).save(tmp_path / "in.jpg", exif=exif)
+    upscaler.upscale_file(tmp_path / "in.jpg", tmp_path / "out.png")
+    assert read_image(tmp_path / "out.png").shape == (32, 20, 3)

@@ -13,6 +13,8 @@ from i2nq.runtime.files import atomic_output
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".webp")  # formats OpenCV writes only at 8 bits
 NO_ALPHA = (".jpg", ".jpeg")
+# JPEG: apply the EXIF orientation (the output carries no EXIF, so it must be upright); others as stored.
+JPEG_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
 
 
 def is_image(path: Path) -> bool:
@@ -21,12 +23,13 @@ def is_image(path: Path) -> bool:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image as stored: HxW gray, HxWx3 BGR or HxWx4 BGRA, uint8 or uint16."""
+    """Decode an image: HxW gray, HxWx3 BGR or HxWx4 BGRA, uint8 or uint16 (JPEGs turned upright)."""
     try:
         data = np.fromfile(path, np.uint8)
     except OSError as exc:
         raise I2NQError(f"cannot read {path}: {exc.strerror or exc}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    flags = JPEG_FLAGS if path.suffix.lower() in NO_ALPHA else cv2.IMREAD_UNCHANGED
+    image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise I2NQError(f"cannot decode {path} as an image (corrupt, or not a {path.suffix} file)")
     if image.dtype not in (np.uint8, np.uint16):
