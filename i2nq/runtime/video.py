@@ -121,10 +121,22 @@ def upscale_video(src: Path, dst: Path, tiler: Tiler, options: VideoOptions = Vi
                     streams = {s.index: sink.add_stream_from_template(s) for s in copied}
                     tiles = tiler.tiles_per_frame(video.codec_context.height, video.codec_context.width)
                     _run(source, video, copied, sink, encoder, streams, tiler.run, max(1, tiler.batch // tiles),
-                         tqdm(total=video.frames or None, unit="frame", desc=src.name, disable=not progress,
-                              dynamic_ncols=True))
+                         tqdm(total=_expected_frames(source, video), unit="frame", desc=src.name,
+                              disable=not progress, dynamic_ncols=True))
             except (av.error.FFmpegError, ValueError) as exc:  # e.g. a codec the output container cannot hold
                 raise I2NQError(f"cannot write video {dst}: {_reason(exc)}") from None
+
+
+def _expected_frames(source: av.container.InputContainer, video: av.video.stream.VideoStream) -> int | None:
+    """Frame count for the progress bar's ETA: from the header, else estimated from duration and rate."""
+    if video.frames:
+        return video.frames
+    rate = video.average_rate or video.guessed_rate
+    if rate and video.duration:
+        return round(video.duration * video.time_base * rate)
+    if rate and source.duration:
+        return round(source.duration / av.time_base * rate)
+    return None
 
 
 def _reason(exc: BaseException) -> str:
