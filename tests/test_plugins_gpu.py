@@ -8,10 +8,12 @@ from __future__ import annotations
 import itertools
 
 import pytest
-import torch
 
-from i2nq.plugins import selfcheck
-from i2nq.plugins.selfcheck import ReferenceOps, check_lut_dequant, check_nuquant, lut_cases, nuquant_cases
+torch = pytest.importorskip("torch")
+
+from i2nq.plugins import selfcheck  # noqa: E402
+from i2nq.plugins.selfcheck import (ReferenceOps, check_lut_dequant, check_nuquant, lut_cases,  # noqa: E402
+                                    nuquant_cases)
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
