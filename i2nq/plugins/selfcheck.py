@@ -30,6 +30,7 @@ class NUQuantCase:
     x_offset: int  # elements before x in its storage (misalignment)
     y_offset: int
     ties: bool  # duplicated levels and inputs placed exactly on thresholds
+    subnormal: bool = False  # levels and inputs scaled down so thresholds are subnormal (catches flush-to-zero)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ def nuquant_cases(n: int = 100_003) -> Iterator[NUQuantCase]:
         for k in (1, 2, 3, 4, 8, 9, 16, 17, 64, 255, 256):
             for x_off, y_off in ((0, 0), (3, 3), (1, 2)):
                 yield NUQuantCase(dtype, k, n + k, x_off, y_off, ties=k % 2 == 1 or k == 16)
+        yield NUQuantCase(dtype, 16, n, 0, 0, ties=True, subnormal=True)
 
 
 def lut_cases() -> Iterator[LUTCase]:
@@ -90,8 +92,9 @@ def _mismatch(what: str, got: torch.Tensor, want: torch.Tensor, storage: torch.T
 
 def check_nuquant(case: NUQuantCase, ops: Any, device: str = "cuda", seed: int = 0) -> str | None:
     g = torch.Generator().manual_seed(seed)
-    levels = _levels(case.k, case.ties, case.dtype, g)
-    x = torch.randn(case.n, generator=g, dtype=torch.float64).mul_(1.5).to(case.dtype)
+    scale = (2.0 ** -140 if case.dtype == torch.float32 else 2.0 ** -20) if case.subnormal else 1.0
+    levels = (_levels(case.k, case.ties, torch.float64, g) * scale).to(case.dtype)
+    x = torch.randn(case.n, generator=g, dtype=torch.float64).mul_(1.5 * scale).to(case.dtype)
     if case.k > 1:
         t = thresholds(levels)
         pick = torch.randint(0, case.n, (min(case.n // 4, 4096),), generator=g)
