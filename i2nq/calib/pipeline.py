@@ -37,13 +37,15 @@ def train_float(arch: str, scale: int, out: str | os.PathLike, cfg: TrainConfig,
 
 def quantize_model(float_model: str | os.PathLike | EDSR, config: QuantConfig, out: str | os.PathLike | None,
                    cfg: TrainConfig, calib_batches: int = 8, state: str | os.PathLike | None = None,
-                   log: Callable[[str], None] = print) -> EDSR:
+                   sets: tuple[PairSet, PairSet | None] | None = None, log: Callable[[str], None] = print) -> EDSR:
     """Float model -> trained I²NQ (or uniform baseline) model: calibrate codebooks and scales on
-    training patches, then QAT with L1 plus `cfg.distill` x L1 to the float parent; saves to `out`."""
+    training patches, then QAT with L1 plus `cfg.distill` x L1 to the float parent; saves to `out`.
+
+    `sets` (training, validation) defaults to scikit-image's photographs."""
     teacher = load_any(float_model)
     student = copy.deepcopy(teacher)
     quantize_(student, config)
-    data, val = training_sets(teacher.scale, cfg.lr_patch)
+    data, val = sets or training_sets(teacher.scale, cfg.lr_patch)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     calibrate_(student, (data.batch(cfg.batch, cfg.lr_patch, gen)[0] for _ in range(calib_batches)))
     log(f"calibrated: val_psnr {val_psnr(student, val):.3f} (float {val_psnr(teacher, val):.3f})")

@@ -1,0 +1,178 @@
+"""Models, checkpoints, metrics, calibration and QAT (CPU, small)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from i2nq.calib.data import PairSet, bicubic_down
+from i2nq.calib.metrics import psnr_y, rgb_to_y, ssim_y
+from i2nq.calib.pipeline import quantize_model
+from i2nq.calib.train import TrainConfig
+from i2nq.errors import I2NQError
+from i2nq.models import build, load, save
+from i2nq.quant import I2NQConfig, UniformConfig, calibrate_, quantize_, quantized_sites
+
+
+def tiny(scale: int = 2, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build("edsr-small", scale, n_blocks=2, n_feats=8, **kw)
+
+
+def randomize_tail(model: torch.nn.Module) -> None:
+    """The bicubic-skip arch starts with a zero tail; give it weights so outputs depend on the body."""
+    with torch.no_grad():
+        model.tail[-1].weight.normal_(0, 0.05)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_model_shapes_and_descriptor(scale):
+    m = tiny(scale).eval()
+    out = m(torch.rand(1, 3, 13, 17))
+    assert out.shape == (1, 3, 13 * scale, 17 * scale)
+    assert m.info.scale == scale and m.info.bits == "fp32" and m.info.arch == "edsr-small"
+
+
+@pytest.mark.parametrize("arch", ["edsr-small", "edsr-baseline"])
+def test_receptive_field_bounds_influence(arch):
+    """A pixel change moves outputs only within the stated radius (the tiler relies on this)."""
+    torch.manual_seed(0)
+    m = build(arch, 2, n_blocks=2, n_feats=8).eval()
+    randomize_tail(m)
+    r, s = m.receptive_field, 2
+    x = torch.rand(1, 3, 2 * r + 9, 2 * r + 9)
+    y0 = m(x)
+    c = r + 4
+    x[0, :, c, c] += 0.5
+    changed = (m(x) - y0).abs().amax(1)[0] > 0
+    ys, xs = torch.nonzero(changed, as_tuple=True)
+    assert ys.numel() > 0
+    # output pixel o is centered at input coordinate (o + 0.5) / s - 0.5
+    assert ((ys.float() + 0.5) / s - 0.5 - c).abs().max() <= r
+    assert ((xs.float() + 0.5) / s - 0.5 - c).abs().max() <= r
+
+
+def test_metrics_agree_with_scikit_image():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(3, 40, 52, generator=g)
+    sr = (hr + 0.05 * torch.randn(3, 40, 52, generator=g)).clamp(0, 1)
+    b = 3
+    ya, yb = rgb_to_y(sr)[b:-b, b:-b].numpy(), rgb_to_y(hr)[b:-b, b:-b].numpy()
+    assert psnr_y(sr, hr, b) == pytest.approx(peak_signal_noise_ratio(yb, ya, data_range=255), abs=1e-9)
+    ref = structural_similarity(yb, ya, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert ssim_y(sr, hr, b) == pytest.approx(ref, abs=1e-6)
+    assert ssim_y(hr, hr, b) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("config", [None, I2NQConfig(bits=3), UniformConfig(bits=2)])
+def test_checkpoint_round_trip(tmp_path, config):
+    m = tiny()
+    randomize_tail(m)
+    if config is not None:
+        quantize_(m, config)
+        calibrate_(m, [torch.rand(2, 3, 12, 12)])
+    path = save(m.eval(), tmp_path / "m.safetensors")
+    back = load(path)
+    x = torch.rand(1, 3, 11, 9)
+    with torch.no_grad():
+        assert torch.equal(back(x), m(x))
+    assert back.info == m.info and back.quant_config == m.quant_config
+
+
+def test_checkpoint_bad_inputs(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    for target, msg in [(tmp_path / "missing.safetensors", "not found"), (bad, "not a readable"),
+                        ("no-such-model", "no shipped model")]:
+        with pytest.raises(I2NQError, match=msg):
+            load(target)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(I2NQError, match="not an i2nq checkpoint"):
+        load(tmp_path / "foreign.safetensors")
+
+
+def test_quantize_replaces_only_block_convs_and_keeps_zero_level():
+    m = tiny()
+    quantize_(m, I2NQConfig(bits=2))
+    names = [n for n, _ in quantized_sites(m)]
+    assert names == ["body.0.conv1", "body.0.conv2", "body.1.conv1", "body.1.conv2"]
+    assert isinstance(m.head, torch.nn.Conv2d) and isinstance(m.tail[-1], torch.nn.Conv2d)
+    samples = calibrate_(m, [torch.rand(2, 3, 16, 16)])
+    assert float((samples["body.0.conv2"] == 0).float().mean()) > 0.2  # post-ReLU inputs hold exact zeros
+    assert m.body[0].conv2.act_quant.codebook.levels()[0].item() == 0.0
+    with pytest.raises(I2NQError, match="unsupported"):
+        quantize_(tiny(), I2NQConfig(bits=5))
+
+
+def test_a_few_qat_steps_reduce_the_loss():
+    g = torch.Generator().manual_seed(0)
+    imgs = [torch.nn.functional.avg_pool2d(torch.rand(1, 3, 96, 96, generator=g), 5, 1, 2)[0] for _ in range(2)]
+    data = PairSet.from_images(imgs, 2, 12)
+    parent = tiny()
+    randomize_tail(parent)
+    cfg = TrainConfig(steps=30, batch=4, lr_patch=12, lr=2e-3, quant_lr=2e-3, log_every=1000, distill=0.0)
+    eval_batch = data.batch(8, 12, torch.Generator().manual_seed(9))
+
+    def loss(model):
+        with torch.no_grad():
+            return float(torch.nn.functional.l1_loss(model(eval_batch[0]), eval_batch[1]))
+
+    quiet = dict(sets=(data, None), log=lambda s: None)
+    untrained = quantize_model(parent, I2NQConfig(bits=4), None, TrainConfig(steps=0, batch=4, lr_patch=12), **quiet)
+    trained = quantize_model(parent, I2NQConfig(bits=4), None, cfg, **quiet)
+    assert loss(trained) < loss(untrained)
+
+
+def test_bicubic_down_matches_shape_and_range():
+    hr = torch.rand(3, 24, 36)
+    lr = bicubic_down(hr, 4)
+    assert lr.shape == (3, 6, 9) and float(lr.min()) >= 0 and float(lr.max()) <= 1
+    assert torch.equal(lr, (lr * 255).round() / 255)
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["eval", "--model", "missing.safetensors", "--hr", "."], "checkpoint not found"),
+    (["eval", "--model", "no-such-model", "--hr", "."], "no shipped model"),
+    (["train", "--arch", "resnet", "-o", "x.safetensors"], "unknown arch"),
+    (["quantize", "x.safetensors", "-o", "y.safetensors", "--bits", "5"], "unsupported weight bits 5"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, argv, msg):
+    r = subprocess.run([sys.executable, "-m", "i2nq.cli", *argv], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert msg in r.stderr
+
+
+def test_cli_eval_empty_folder(tmp_path):
+    m = tiny()
+    save(m, tmp_path / "m.safetensors")
+    (tmp_path / "empty").mkdir()
+    r = subprocess.run([sys.executable, "-m", "i2nq.cli", "eval", "--model", str(tmp_path / "m.safetensors"),
+                        "--hr", str(tmp_path / "empty")], capture_output=True, text=True)
+    assert r.returncode == 2 and "no images" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_eval_json(tmp_path):
+    import cv2
+    import json
+
+    m = tiny()
+    randomize_tail(m)
+    save(m, tmp_path / "m.safetensors")
+    (tmp_path / "hr").mkdir()
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (40, 44, 3), dtype=np.uint8), (5, 5), 0)
+    cv2.imwrite(str(tmp_path / "hr" / "a.png"), img)
+    r = subprocess.run([sys.executable, "-m", "i2nq.cli", "eval", "--model", str(tmp_path / "m.safetensors"),
+                        "--hr", str(tmp_path / "hr"), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert {"psnr_y", "ssim_y", "bicubic_psnr_y"} <= out.keys() and out["images"][0]["name"] == "a.png"
