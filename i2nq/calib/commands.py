@@ -88,7 +88,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-batches", type=int, default=8)
     p.add_argument("--quant-lr", type=float, default=1e-3, help="learning rate of levels, scales and clips")
     p.add_argument("--distill", type=float, default=1.0, help="weight of L1 to the float parent's output")
-    _training_args(p, steps=400, lr=1e-4)
+    _training_args(p, steps=300, lr=1e-4)
     p.set_defaults(func=_quantize)
 
     p = sub.add_parser("eval", help="Y-PSNR/SSIM on a folder of HR images against bicubic")
