@@ -141,6 +141,11 @@ def test_engine_from_another_tensorrt_or_gpu_is_refused(trt: types.ModuleType, t
         load_engine(trt, path)
 
 
+def test_custom_nodes_without_the_plugin_warn(trt: types.ModuleType, tiny_model) -> None:
+    with pytest.warns(UserWarning, match="build-plugin"):
+        build_engine(tiny_model(custom_op=True))
+
+
 def test_engine_without_its_record_is_refused(trt: types.ModuleType, tmp_path: Path) -> None:
     bare = tmp_path / "bare.engine"
     bare.write_bytes(b"engine")

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,14 +10,14 @@ import numpy as np
 import pytest
 
 from i2nq.plugins import CSRC
+from i2nq.plugins.library import find_nvcc
 
 HARNESS = Path(__file__).with_name("test_plugins_host_check.cu")
 
 
 def nvcc() -> str:
     """Path of nvcc, or skip: CI machines without the CUDA toolkit cannot compile the kernels."""
-    found = shutil.which("nvcc") or next(
-        (p for p in ("/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc") if os.access(p, os.X_OK)), None)
+    found = find_nvcc()
     if found is None:
         pytest.skip("nvcc (CUDA toolkit) not found")
     return found

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from i2nq.errors import I2NQError
-from i2nq.plugins.library import build_plugin, check_plugin, find_plugin, find_tensorrt_root, plugin_version
+from i2nq.plugins.library import (build_plugin, check_plugin, find_nvcc, find_plugin, find_tensorrt_root,
+                                  plugin_version)
 
 REPO = Path(__file__).resolve().parents[1]
 TRT_CHECK = Path(__file__).with_name("test_plugins_trt_check.cpp")
@@ -33,7 +34,7 @@ def tensorrt_root() -> Path:
 def plugin_library(tensorrt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("cmake") is None:
         pytest.skip("cmake not found")
-    if shutil.which("nvcc") is None and not os.access("/usr/local/cuda/bin/nvcc", os.X_OK):
+    if find_nvcc() is None:
         pytest.skip("nvcc (CUDA toolkit) not found")
     out = tmp_path_factory.mktemp("plugin")
     return build_plugin(tensorrt_root, out / "libi2nq_trt.so", out / "build", cuda_archs="90", jobs=2)

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -36,6 +37,7 @@ class OnnxModel:
     meta: ModelMeta
     input_name: str
     dtype: str  # "float16" (tensorrt flavor) or "float32"
+    custom_ops: bool  # has ai.i2nq nodes (which the plugin runs)
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ def inspect_onnx(path: Path) -> OnnxModel:
     graph_input = model.graph.input[0]
     elem = graph_input.type.tensor_type.elem_type
     dtype = "float16" if elem == onnx.TensorProto.FLOAT16 else "float32"
-    return OnnxModel(path, file_sha256(path), meta, graph_input.name, dtype)
+    custom = any(node.domain == "ai.i2nq" for node in model.graph.node)
+    return OnnxModel(path, file_sha256(path), meta, graph_input.name, dtype, custom)
 
 
 def profile_shapes(channels: int, tile: tuple[int, int] | None,
@@ -154,6 +157,9 @@ def build_engine(onnx_path: Path, output: Path | None = None, tile: tuple[int, i
     plugin_path = find_plugin(plugin)
     if plugin_path is not None:
         register_plugin(trt, plugin_path)
+    elif model.custom_ops:
+        warnings.warn("no i2nq TensorRT plugin found: the ai.i2nq nodes run as their ONNX function bodies "
+                      "(slower); build the plugin with i2nq build-plugin", stacklevel=2)
     record = EngineRecord(model.sha256, PLUGIN_VERSION if plugin_path else None,
                           profile_shapes(model.meta.in_channels, tile, batch), model.dtype, trt.__version__, gpu,
                           model.meta)

@@ -39,6 +39,12 @@ def find_tensorrt_root(tensorrt_root: str | Path | None) -> Path:
                     "(or set TensorRT_ROOT); download the SDK from developer.nvidia.com/tensorrt")
 
 
+def find_nvcc() -> str | None:
+    """The CUDA compiler: on PATH, or in the toolkit's default location."""
+    return shutil.which("nvcc") or next(
+        (p for p in ("/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc") if os.access(p, os.X_OK)), None)
+
+
 def build_plugin(tensorrt_root: str | Path | None = None, output: Path | None = None,
                  build_dir: Path | None = None, cuda_archs: str | None = None, jobs: int | None = None) -> Path:
     """Configure and build libi2nq_trt.so with CMake and copy it to `output` (default: the plugin cache).
@@ -53,7 +59,7 @@ def build_plugin(tensorrt_root: str | Path | None = None, output: Path | None = 
     build_dir = Path(build_dir) if build_dir else cache_dir() / "build" / "plugins"
     configure = [cmake, "-S", str(PLUGINS), "-B", str(build_dir), f"-DTensorRT_ROOT={root}",
                  "-DCMAKE_BUILD_TYPE=Release"]
-    nvcc = shutil.which("nvcc") or next((p for p in ("/usr/local/cuda/bin/nvcc",) if os.access(p, os.X_OK)), None)
+    nvcc = find_nvcc()
     if nvcc:
         configure.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
     if cuda_archs:
