@@ -3,6 +3,7 @@
 // bit layout are checked against the numpy reference without a GPU.
 //   host_check nuquant f32|f16 LEVELS X OUT   -> OUT: int32 code per element of X
 //   host_check unpack BITS NUMEL CODES OUT    -> OUT: int32 code per element (all load paths agree)
+//   host_check cursor INNER CHANNELS FIRST STRIDE GROUPS -> exit 0 when the channel cursor is right
 #include "i2nq_device.cuh"
 
 #include <cstdio>
@@ -106,6 +107,26 @@ std::vector<int32_t> unpackCodes(std::vector<uint8_t> const& packed, int64_t num
     }
     return codes;
 }
+//! ChannelCursor against the direct formula along one thread's grid-stride walk; 0 when they agree.
+int checkCursor(int64_t inner, int channels, int64_t first, int64_t stride, int64_t numGroups)
+{
+    int64_t const step = stride * kGroup;
+    ChannelCursor start(first * kGroup, inner, channels);
+    int const stepQ = static_cast<int>((step / inner) % channels);
+    for (int64_t g = first; g < numGroups; g += stride, start.advance(stepQ, step % inner))
+    {
+        ChannelCursor at = start;
+        for (int64_t i = g * kGroup; i < (g + 1) * kGroup; ++i, at.next())
+        {
+            if (at.channel != (i / inner) % channels || at.rem != i % inner)
+            {
+                std::fprintf(stderr, "cursor wrong at element %lld\n", static_cast<long long>(i));
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
 } // namespace
 
 int main(int argc, char** argv)
@@ -132,6 +153,12 @@ int main(int argc, char** argv)
         default: break;
         }
     }
-    std::fprintf(stderr, "usage: host_check nuquant f32|f16 LEVELS X OUT | unpack BITS NUMEL CODES OUT\n");
+    if (argc == 7 && std::strcmp(argv[1], "cursor") == 0)
+    {
+        return checkCursor(
+            std::atoll(argv[2]), std::atoi(argv[3]), std::atoll(argv[4]), std::atoll(argv[5]), std::atoll(argv[6]));
+    }
+    std::fprintf(stderr, "usage: host_check nuquant f32|f16 LEVELS X OUT | unpack BITS NUMEL CODES OUT | "
+                         "cursor INNER CHANNELS FIRST STRIDE GROUPS\n");
     return 2;
 }

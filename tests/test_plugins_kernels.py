@@ -98,3 +98,13 @@ def test_unpacking_matches_pack_codes(host_check: Path, tmp_path: Path, bits: in
     subprocess.run([str(host_check), "unpack", str(bits), str(numel), str(tmp_path / "codes.bin"),
                     str(tmp_path / "out.bin")], check=True, timeout=60)
     np.testing.assert_array_equal(np.frombuffer((tmp_path / "out.bin").read_bytes(), np.int32), codes)
+
+
+@pytest.mark.parametrize("inner,channels,first,stride", [(9, 64, 0, 3), (1, 5, 2, 7), (3, 7, 5, 1024), (1000, 3, 1, 13),
+                                                          (11, 1, 4, 9)])
+def test_channel_cursor_matches_division(host_check: Path, inner: int, channels: int, first: int, stride: int) -> None:
+    """The per-channel LUTDequant tracks (i // inner) % channels incrementally along a grid-stride walk."""
+    groups = first + 40 * stride
+    result = subprocess.run([str(host_check), "cursor", str(inner), str(channels), str(first), str(stride),
+                             str(groups)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

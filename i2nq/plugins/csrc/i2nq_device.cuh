@@ -53,7 +53,8 @@ I2NQ_HD int eytzingerSlot(int r, int h)
 }
 
 //! Value of sorted slot s of the padded threshold array: t_s for s < K - 1, else +inf.
-template <typename T> I2NQ_HD float paddedThreshold(T const* levels, int numLevels, int s)
+template <typename T>
+I2NQ_HD float paddedThreshold(T const* levels, int numLevels, int s)
 {
     return s < numLevels - 1 ? midpoint(levels[s], levels[s + 1]) : INFINITY;
 }
@@ -72,7 +73,8 @@ I2NQ_HD int treeDepth(int numLevels)
 //! Thresholds t_j (padded with +inf to P - 1 = 2^LOG2P - 1, P >= 8) as a perfect search tree in Eytzinger
 //! order, 1-indexed. code(x) = #{t_j < x} in LOG2P branchless steps i = 2i + (tree[i] < x); the top three
 //! levels are held in registers, deeper levels are consecutive words (few shared-memory bank conflicts).
-template <int LOG2P> struct ThresholdTree
+template <int LOG2P>
+struct ThresholdTree
 {
     static_assert(LOG2P >= 3 && LOG2P <= 8, "2^LOG2P must be in [8, 256]");
     float const* tree;
@@ -136,22 +138,68 @@ I2NQ_HD uint64_t loadGroupBits(uint8_t const* codes, int64_t numBytes, int byteS
     return word;
 }
 
+//! Channel (i / inner) % channels of a moving element index i, updated without divisions: next() steps one
+//! element, advance() one grid stride (stepQ = (step / inner) % channels, stepR = step % inner).
+struct ChannelCursor
+{
+    int64_t inner;
+    int channels;
+    int64_t rem;
+    int channel;
+
+    I2NQ_HD ChannelCursor(int64_t i, int64_t inner_, int channels_)
+        : inner(inner_)
+        , channels(channels_)
+        , rem(i % inner_)
+        , channel(static_cast<int>((i / inner_) % channels_))
+    {
+    }
+
+    I2NQ_HD void next()
+    {
+        if (++rem == inner)
+        {
+            rem = 0;
+            channel = channel + 1 == channels ? 0 : channel + 1;
+        }
+    }
+
+    I2NQ_HD void advance(int stepQ, int64_t stepR)
+    {
+        rem += stepR;
+        channel += stepQ;
+        if (rem >= inner)
+        {
+            rem -= inner;
+            ++channel;
+        }
+        if (channel >= channels)
+        {
+            channel -= channels;
+        }
+    }
+};
+
 //! Code k (0..7) of a group word.
-template <int BITS> I2NQ_HD int groupCode(uint64_t word, int k)
+template <int BITS>
+I2NQ_HD int groupCode(uint64_t word, int k)
 {
     return static_cast<int>((word >> (k * BITS)) & ((1u << BITS) - 1u));
 }
 
 //! Elements of T in one 16-byte vector.
-template <typename T> constexpr int kVecWidth = kVecBytes / static_cast<int>(sizeof(T));
+template <typename T>
+constexpr int kVecWidth = kVecBytes / static_cast<int>(sizeof(T));
 
 //! Streaming 16-byte load/store of kVecWidth<T> elements (p must be 16-byte aligned).
-template <typename T> __device__ __forceinline__ void loadVec(T const* p, T (&v)[kVecWidth<T>])
+template <typename T>
+__device__ __forceinline__ void loadVec(T const* p, T (&v)[kVecWidth<T>])
 {
     uint4 raw = __ldcs(reinterpret_cast<uint4 const*>(p));
     memcpy(v, &raw, sizeof(raw));
 }
-template <typename T> __device__ __forceinline__ void storeVec(T* p, T const (&v)[kVecWidth<T>])
+template <typename T>
+__device__ __forceinline__ void storeVec(T* p, T const (&v)[kVecWidth<T>])
 {
     uint4 raw;
     memcpy(&raw, v, sizeof(raw));

@@ -1,5 +1,5 @@
 // LUTDequant kernel: unpack LSB-first bit-packed codes (2, 3, 4 or 8 bits) and look them up in a per-tensor
-// or per-channel codebook.
+// or per-channel codebook (the channel of each element tracked by device::ChannelCursor: no division per element).
 //
 // A thread handles groups of 8 consecutive elements, whose codes are b whole bytes (device::loadGroupBits:
 // one 2/4/8-byte load for b = 2/4/8 when aligned, 3 byte loads for the 3-bit codes that straddle bytes). Levels are
@@ -17,7 +17,8 @@ using device::kThreads;
 //! Largest codebook table staged in (default, non-opt-in) dynamic shared memory.
 constexpr int64_t kMaxStagedBytes = 48 * 1024;
 
-template <typename T, int BITS, bool STAGED>
+//! PER_CHANNEL: levels are [channels, numLevels] (else one codebook); STAGED: the table is copied to shared memory.
+template <typename T, int BITS, bool PER_CHANNEL, bool STAGED>
 __global__ void __launch_bounds__(kThreads) lutDequantKernel(uint8_t const* __restrict__ codes, int64_t numBytes,
     int byteStride, T const* __restrict__ levels, int channels, int numLevels, int64_t numel, int64_t inner,
     T* __restrict__ w, bool codesAligned, bool vectorStore)
@@ -36,22 +37,29 @@ __global__ void __launch_bounds__(kThreads) lutDequantKernel(uint8_t const* __re
     }
     int64_t const numGroups = (numel + kGroup - 1) / kGroup;
     int64_t const stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-    for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; g < numGroups; g += stride)
+    int64_t const first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    int64_t const step = stride * kGroup;
+    device::ChannelCursor start(first * kGroup, inner, channels);
+    int const stepQ = static_cast<int>((step / inner) % channels);
+    int64_t const stepR = step % inner;
+    for (int64_t g = first; g < numGroups; g += stride, start.advance(stepQ, stepR))
     {
         uint64_t const word = device::loadGroupBits<BITS>(codes, numBytes, byteStride, g, codesAligned);
         int64_t const i0 = g * kGroup;
-        int64_t rem = i0 % inner;
-        int channel = static_cast<int>((i0 / inner) % channels);
+        device::ChannelCursor at = start;
         T out[kGroup];
 #pragma unroll
         for (int k = 0; k < kGroup; ++k)
         {
             int const code = min(device::groupCode<BITS>(word, k), numLevels - 1);
-            out[k] = table[channel * numLevels + code];
-            if (++rem == inner)
+            if (PER_CHANNEL)
             {
-                rem = 0;
-                channel = channel + 1 == channels ? 0 : channel + 1;
+                out[k] = table[at.channel * numLevels + code];
+                at.next();
+            }
+            else
+            {
+                out[k] = table[code];
             }
         }
         if (vectorStore && i0 + kGroup <= numel)
@@ -83,19 +91,23 @@ template <typename T, int BITS>
 cudaError_t launchBits(uint8_t const* codes, int64_t numBytes, int byteStride, T const* levels, int32_t channels,
     int32_t numLevels, int64_t numel, int64_t inner, T* w, cudaStream_t stream)
 {
-    int64_t const numGroups = (numel + kGroup - 1) / kGroup;
-    int const grid = device::gridFor(numGroups);
+    int const grid = device::gridFor((numel + kGroup - 1) / kGroup);
     bool const codesAligned = reinterpret_cast<uintptr_t>(codes) % (BITS == 3 ? 1 : BITS) == 0;
     bool const vectorStore = device::aligned16(w);
     int64_t const tableBytes = static_cast<int64_t>(channels) * numLevels * static_cast<int64_t>(sizeof(T));
-    if (tableBytes <= kMaxStagedBytes)
+    if (channels == 1)
     {
-        lutDequantKernel<T, BITS, true><<<grid, kThreads, tableBytes, stream>>>(
+        lutDequantKernel<T, BITS, false, true><<<grid, kThreads, tableBytes, stream>>>(
+            codes, numBytes, byteStride, levels, channels, numLevels, numel, inner, w, codesAligned, vectorStore);
+    }
+    else if (tableBytes <= kMaxStagedBytes)
+    {
+        lutDequantKernel<T, BITS, true, true><<<grid, kThreads, tableBytes, stream>>>(
             codes, numBytes, byteStride, levels, channels, numLevels, numel, inner, w, codesAligned, vectorStore);
     }
     else
     {
-        lutDequantKernel<T, BITS, false><<<grid, kThreads, 0, stream>>>(
+        lutDequantKernel<T, BITS, true, false><<<grid, kThreads, 0, stream>>>(
             codes, numBytes, byteStride, levels, channels, numLevels, numel, inner, w, codesAligned, vectorStore);
     }
     return cudaGetLastError();
