@@ -4,7 +4,7 @@ and peak memory for a large frame. Every number is a ratio or a measurement from
 Model: --model, else the shipped `default` ONNX export, else an untrained edsr-small x4 exported here
 with torch (speed does not depend on the weights). Writes nothing into the repository.
 
-    python bench/bench_runtime.py [--model M] [--size 640x480] [--repeats 3] [--memory-size 8000]
+    python bench/bench_runtime.py [--model M] [--size 640x480] [--repeats 3] [--parts tiling,video,memory]
 """
 
 from __future__ import annotations
@@ -130,26 +130,29 @@ def main() -> None:
     parser.add_argument("--size", default="640x480", help="frame size for tiled vs whole (WxH)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clip", type=Path, default=None, help="video (default: the shipped sample clip)")
-    parser.add_argument("--memory-size", type=int, default=8000, help="side of the large frame (0: skip)")
+    parser.add_argument("--parts", default="tiling,video,memory", help="comma-separated parts to run")
+    parser.add_argument("--memory-size", type=int, default=8000, help="side of the large frame")
     parser.add_argument("--real-batches", type=int, default=3, help="batches really inferred in the memory probe")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or bench_model(Path(tmp))
         print(f"model: {model}")
-        width, height = map(int, args.size.split("x"))
-        t = bench_tiling(model, width, height, args.repeats)
-        print(f"tiled vs whole ({t['size']}, tile {t['tile']}, overlap {t['overlap']}, batch {t['batch']}, "
-              f"{t['tiles']} tiles): whole {t['whole_s']:.2f} s, tiled {t['tiled_s']:.2f} s -> throughput ratio "
-              f"{t['throughput_ratio']:.2f}x; max diff {t['max_diff']} levels, {100 * t['frac_off']:.3f}% off")
-        v = bench_video(model, args.clip or sample("sample.mp4"), Path(tmp))
-        print(f"video ({v['clip']}, {v['frames']} frames): model-only {v['model_fps']:.2f} fps, end-to-end "
-              f"{v['e2e_fps']:.2f} fps -> ratio {v['e2e_ratio']:.2f}x")
-        if args.memory_size:
+        parts = set(args.parts.split(","))
+        if "tiling" in parts:
+            width, height = map(int, args.size.split("x"))
+            t = bench_tiling(model, width, height, args.repeats)
+            print(f"tiled vs whole ({t['size']}, tile {t['tile']}, overlap {t['overlap']}, batch {t['batch']}, "
+                  f"{t['tiles']} tiles): whole {t['whole_s']:.2f} s, tiled {t['tiled_s']:.2f} s -> throughput ratio "
+                  f"{t['throughput_ratio']:.2f}x; max diff {t['max_diff']} levels, {100 * t['frac_off']:.3f}% off")
+        if "video" in parts:
+            v = bench_video(model, args.clip or sample("sample.mp4"), Path(tmp))
+            print(f"video ({v['clip']}, {v['frames']} frames): model-only {v['model_fps']:.2f} fps, end-to-end "
+                  f"{v['e2e_fps']:.2f} fps -> ratio {v['e2e_ratio']:.2f}x")
+        if "memory" in parts:
             for m in bench_memory(model, [args.memory_size // 4, args.memory_size], args.real_batches):
-                print(f"memory {m['side']}x{m['side']} (tile {m['tile']}, batch {m['batch']}, {m['batches']} batches, "
-                      f"first {args.real_batches} inferred): peak RSS {m['peak_rss_mb']:.0f} MiB = frame arrays "
-                      f"{m['frame_arrays_mb']:.0f} MiB + {m['overhead_mb']:.0f} MiB")
-
+                print(f"memory {m['side']}x{m['side']} (tile {m['tile']}, batch {m['batch']}, {m['batches']} "
+                      f"batches, first {args.real_batches} inferred): peak RSS {m['peak_rss_mb']:.0f} MiB = frame "
+                      f"arrays {m['frame_arrays_mb']:.0f} MiB + {m['overhead_mb']:.0f} MiB")
 
 if __name__ == "__main__":
     main()
