@@ -1,0 +1,129 @@
+"""`export_onnx`: an I²NQ model (name, checkpoint or module) to one self-contained .onnx file.
+
+Flavors:
+  portable  float32 graph; NUQuant / LUTDequant nodes with their model-local function bodies, so ONNX
+            Runtime (or any ONNX consumer) runs it without our code.
+  tensorrt  the same graph in float16, input and output included ("float16 NCHW RGB in [0, 1]"), for a
+            strongly typed TensorRT 10/11 build with the i2nq plugin (TensorRT >= 10.7 prefers a loaded
+            plugin over a local function of the same name; older parsers import the function body).
+The file is written to a temporary file next to the target and renamed, so no partial file is left.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import ModelProto, helper
+from torch import nn
+
+from i2nq import __version__
+from i2nq.errors import I2NQError
+from i2nq.export.format import DEFAULT_OPSET, FLAVORS, INPUT_LAYOUT, OPSETS
+from i2nq.export.graph import build_graph
+from i2nq.export.ops import DEFAULT_NUQUANT_BODY, DOMAIN, DOMAIN_VERSION, lut_dequant_function, nuquant_function
+
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What export_onnx wrote: the file, its size, and the verification report if one was asked for."""
+
+    path: Path
+    size: int
+    report: "VerifyReport | None" = None  # noqa: F821 (i2nq.export.verify.VerifyReport)
+
+
+def to_onnx(model: nn.Module, flavor: str = "portable", opset: int = DEFAULT_OPSET,
+            _nuquant_body: str = DEFAULT_NUQUANT_BODY) -> ModelProto:
+    """The in-memory ONNX model of `model` (an i2nq EDSR module, float or quantized)."""
+    _check_options(flavor, opset)
+    dtype = np.dtype(FLAVORS[flavor]).type
+    graph, built = build_graph(model, dtype)
+    functions = []
+    custom_ops = {n.op_type for n in graph.node if n.domain == DOMAIN}
+    if "NUQuant" in custom_ops:
+        ks = {int(t.dims[0]) for t in graph.initializer if t.name.endswith(".act_levels")}
+        if len(ks) != 1:
+            raise I2NQError(f"all activation codebooks of a model must have the same size, got {sorted(ks)}")
+        functions.append(nuquant_function(ks.pop(), opset, _nuquant_body))
+    if "LUTDequant" in custom_ops:
+        functions.append(lut_dequant_function(opset))
+    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(DOMAIN, DOMAIN_VERSION)] if custom_ops else [])
+    ir_version = max(8, helper.find_min_ir_version_for(imports[:1]))  # model-local functions need IR >= 8
+    proto = helper.make_model(graph, opset_imports=imports, functions=functions, producer_name="i2nq",
+                              producer_version=__version__, ir_version=ir_version)
+    proto.doc_string = (f"I²NQ {model.info.arch} x{model.info.scale} ({model.info.bits}), {flavor} flavor: input "
+                        f"'input' {dtype.__name__} NCHW RGB in [0, 1], output 'output' the same at {model.scale}x.")
+    info = model.info
+    helper.set_model_props(proto, {
+        "i2nq.version": __version__, "i2nq.arch": info.arch, "i2nq.scale": str(info.scale), "i2nq.bits": info.bits,
+        "i2nq.input_layout": INPUT_LAYOUT, "i2nq.receptive_field": str(info.receptive_field),
+        "i2nq.flavor": flavor, "i2nq.dtype": np.dtype(dtype).name})
+    return proto
+
+
+def export_onnx(model: nn.Module | str | os.PathLike, output: str | os.PathLike, flavor: str = "portable",
+                opset: int = DEFAULT_OPSET, overwrite: bool = False, verify: bool = False,
+                _nuquant_body: str = DEFAULT_NUQUANT_BODY) -> ExportResult:
+    """Export a model name ('default', 'default-fp32'), checkpoint path or module to `output` (.onnx).
+
+    Refuses an existing `output` unless `overwrite`. With `verify`, the written file is run in ONNX
+    Runtime and onnx's reference evaluator and compared with the torch model (see export.verify).
+    """
+    from i2nq.models.checkpoint import load_any
+
+    _check_options(flavor, opset)
+    output = _check_output(Path(output), overwrite)
+    module = load_any(model).eval()
+    proto = to_onnx(module, flavor, opset, _nuquant_body)
+    onnx.checker.check_model(proto, full_check=True)
+    _write_atomically(proto, output)
+    report = None
+    if verify:
+        from i2nq.export.verify import verify_onnx
+
+        report = verify_onnx(output, module)
+    return ExportResult(path=output, size=output.stat().st_size, report=report)
+
+
+def _check_options(flavor: str, opset: int) -> None:
+    if flavor not in FLAVORS:
+        raise I2NQError(f"unknown flavor {flavor!r} (choose from: {', '.join(FLAVORS)})")
+    if opset not in OPSETS:
+        raise I2NQError(f"unsupported opset {opset} (supported: {OPSETS.start}..{OPSETS.stop - 1})")
+
+
+def _check_output(path: Path, overwrite: bool) -> Path:
+    if path.suffix != ".onnx":
+        raise I2NQError(f"output must end in .onnx: {path}")
+    if not path.parent.is_dir():
+        raise I2NQError(f"output folder {path.parent} does not exist or is not a folder")
+    if path.is_dir():
+        raise I2NQError(f"output {path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise I2NQError(f"output {path} exists; pass --overwrite (overwrite=True) to replace it")
+    return path
+
+
+def _write_atomically(proto: ModelProto, path: Path) -> None:
+    """One self-contained file (no external data), renamed into place only when fully written."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise I2NQError(f"cannot write {path}: {exc.strerror or exc}") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make the export private
+        with os.fdopen(fd, "wb") as f:
+            f.write(proto.SerializeToString())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise I2NQError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)

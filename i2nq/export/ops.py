@@ -1,0 +1,231 @@
+"""Standard-op bodies of the `ai.i2nq` custom ops, shipped as ONNX model-local functions.
+
+Any ONNX consumer runs an export without our code through these bodies (ONNX Runtime inlines them;
+TensorRT's parser imports them when no plugin claims the node). Both follow i2nq.quant's contract:
+
+NUQuant(X, levels): thresholds t_j = (L_j + L_{j+1}) * 0.5 are computed in the levels' dtype (T) inside
+the body; code = #{j : t_j < X}, so a value equal to a threshold takes the lower level, values beyond the
+ends take the end levels (+-inf included) and NaN takes code 0, i.e. L_0 (every comparison with NaN is
+false); Y = L[code]. Bodies are unrolled for the K of the model they ship in (all sites of one model
+share K = 2**a_bits); T is generic (CastLike). Which body is fastest is measured by
+bench/bench_export.py: ONNX Runtime's CPU Gather (and Where with tensor branches) costs ~30x an
+elementwise op, so the default "select" body uses none on full tensors: 3 cheap ops per threshold.
+The others stay selectable through the private `body` argument for that benchmark:
+  select   max over Where(X > t_j, L_{j+1}, -inf)                        exact, default
+  bsearch  log2(K) steps of Gather + Greater + Where + Add, then Gather   exact
+  count    Greater against all thresholds at once + ReduceSum, Gather     exact
+  argmin   argmin |X - L|                                                 NOT exact on ties
+  lut      fine uniform grid + one threshold comparison                   exact only for separated thresholds
+
+LUTDequant(codes, levels; bits, shape, axis): unpacks LSB-first bit-packed codes with float32 arithmetic
+(exact while numel(shape) * bits <= 2**24) and looks them up in per-tensor [K] or per-channel [C, K]
+levels. Its only uint8 op is the leading Cast; everything else is float32/int32 arithmetic, Gather and
+Reshape, which TensorRT supports (where the plugin is loaded it claims the node instead).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from onnx import AttributeProto, FunctionProto, NodeProto, TensorProto, helper, numpy_helper
+
+DOMAIN = "ai.i2nq"
+DOMAIN_VERSION = 1
+PLUGIN_ATTRS = ("plugin_namespace", "plugin_version")  # node attributes TensorRT reads; unused by the bodies
+NUQUANT_BODIES = ("select", "bsearch", "count", "argmin", "lut")  # (private) choices of the NUQuant body
+DEFAULT_NUQUANT_BODY = "select"  # the fastest exact body in ONNX Runtime (bench/bench_export.py)
+LUT_BUCKETS = 4096  # buckets of the "lut" body's grid
+
+
+class _Nodes:
+    """Collects the nodes of a function body under unique value names."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.nodes, self._n = prefix, [], 0
+
+    def __call__(self, op: str, *inputs: str, **attrs) -> str:
+        self._n += 1
+        out = f"{self.prefix}{self._n}"
+        self.nodes.append(helper.make_node(op, list(inputs), [out], **attrs))
+        return out
+
+    def const(self, value, dtype=np.int64) -> str:
+        return self("Constant", value=numpy_helper.from_array(np.asarray(value, dtype=dtype)))
+
+    def ref(self, attr: str, kind: str) -> str:
+        """A Constant whose value is the calling node's attribute `attr` (kind: value_int / value_ints)."""
+        self._n += 1
+        out = f"{self.prefix}{self._n}"
+        a = helper.make_attribute_ref(kind, {"value_int": AttributeProto.INT, "value_ints": AttributeProto.INTS}[kind],
+                                      ref_attr_name=attr)
+        node = helper.make_node("Constant", [], [out])
+        node.attribute.append(a)
+        self.nodes.append(node)
+        return out
+
+
+def _thresholds(g: _Nodes, levels: str) -> str:
+    """t = (L[:-1] + L[1:]) * 0.5, rounded to the levels' dtype after the sum and after the halving.
+
+    The arithmetic runs in float32 with explicit casts back to T: for fp16 that reproduces fp16
+    arithmetic exactly (float32 has 2p+2 bits, so double rounding is innocuous) on runtimes that would
+    otherwise keep an fp16 intermediate in float32 (ONNX Runtime's CPU provider has no fp16 Add).
+    """
+    f32 = TensorProto.FLOAT
+    lo = g("Cast", g("Slice", levels, g.const([0]), g.const([-1])), to=f32)
+    hi = g("Cast", g("Slice", levels, g.const([1]), g.const([np.iinfo(np.int64).max])), to=f32)
+    total = g("Cast", g("CastLike", g("Add", lo, hi), levels), to=f32)
+    return g("CastLike", g("Mul", total, g.const(0.5, np.float32)), levels)
+
+
+def _leading_axis(g: _Nodes, x: str, v: str) -> str:
+    """Reshape 1-D `v` to [len(v), 1, ..., 1] with rank(x) ones, to broadcast against Unsqueeze(x, 0)."""
+    ones = g("ConstantOfShape", g("Shape", g("Shape", x)), value=numpy_helper.from_array(np.ones(1, np.int64)))
+    return g("Reshape", v, g("Concat", g.const([-1]), ones, axis=0))
+
+
+def _body_bsearch(g: _Nodes, x: str, levels: str, k: int) -> str:
+    """Branchless binary search: log2(K) steps of Gather + Greater + Where + Add (int32 index)."""
+    t = _thresholds(g, levels)
+    zero = g.const(0, np.int32)
+    step = k // 2
+    middle = g("Slice", t, g.const([step - 1]), g.const([step]))
+    idx = g("Where", g("Greater", x, middle), g.const(step, np.int32), zero)
+    while step > 1:
+        step //= 2
+        # at this step idx is a multiple of 2*step; the candidate threshold is t[idx + step - 1]
+        table = g("Slice", t, g.const([step - 1]), g.const([k - 1]))
+        above = g("Greater", x, g("Gather", table, idx))
+        idx = g("Add", idx, g("Where", above, g.const(step, np.int32), zero))
+    return g("Gather", levels, idx)
+
+
+def _body_select(g: _Nodes, x: str, levels: str, k: int) -> str:
+    """Gather-free: Y = max(L_0, max_j Where(X > t_j, L_{j+1}, -inf)); exact because max picks one of the
+    (sorted) levels, namely L_code; NaN and -inf compare false everywhere and get L_0."""
+    t = _thresholds(g, levels)
+    ninf = g("CastLike", g.const(-np.inf, np.float32), levels)
+    y = g("Gather", levels, g.const(0))
+    for j in range(k - 1):
+        tj = g("Gather", t, g.const(j))
+        level = g("Gather", levels, g.const(j + 1))
+        y = g("Max", y, g("Where", g("Greater", x, tj), level, ninf))
+    return y
+
+
+def _body_count(g: _Nodes, x: str, levels: str, k: int) -> str:
+    """Threshold count: Greater against all K-1 thresholds at once, ReduceSum over them."""
+    t = _leading_axis(g, x, _thresholds(g, levels))
+    above = g("Cast", g("Greater", g("Unsqueeze", x, g.const([0])), t), to=TensorProto.INT32)
+    return g("Gather", levels, g("ReduceSum", above, g.const([0]), keepdims=0))
+
+
+def _body_argmin(g: _Nodes, x: str, levels: str, k: int) -> str:
+    """argmin |x - L| (first minimum). NOT exact: ties are decided by rounded distances instead of the
+    thresholds, and NaN follows ArgMin's NaN handling. Kept for the benchmark only."""
+    dist = g("Abs", g("Sub", g("Unsqueeze", x, g.const([0])), _leading_axis(g, x, levels)))
+    return g("Gather", levels, g("ArgMin", dist, axis=0, keepdims=0))
+
+
+def _body_lut(g: _Nodes, x: str, levels: str, k: int) -> str:
+    """Fine lookup table over [t_0, t_{K-2}] in LUT_BUCKETS buckets plus one exact threshold comparison.
+
+    Bucket b = min(max((x - t_0) * inv, 0), B - 1) (NaN -> 0); every x in the ±1-bucket neighbourhood
+    of b has code base[b] or base[b] + 1, decided by x > tc[b]. Exact only while no two thresholds lie
+    within 3 buckets of each other; kept for the benchmark only.
+    """
+    b_count = LUT_BUCKETS
+    t = _thresholds(g, levels)
+    t32 = g("Cast", t, to=TensorProto.FLOAT)
+    first = g("Slice", t32, g.const([0]), g.const([1]))
+    last = g("Slice", t32, g.const([-1]), g.const([np.iinfo(np.int64).max]))
+    width = g("Div", g("Sub", last, first), g.const(float(b_count), np.float32))
+    inv = g("Div", g.const(1.0, np.float32), width)
+    # bucket edges e_{b-1} and e_{b+2}: thresholds below e_{b-1} count, the one in between is compared
+    lower = g("Add", first, g("Mul", width, g.const(np.arange(-1, b_count - 1), np.float32)))
+    upper = g("Add", lower, g("Mul", width, g.const(3.0, np.float32)))
+    tcol = g("Unsqueeze", t32, g.const([1]))
+    base = g("ReduceSum", g("Cast", g("Less", tcol, g("Unsqueeze", lower, g.const([0]))), to=TensorProto.INT32),
+             g.const([0]), keepdims=0)
+    inside = g("And", g("Not", g("Less", tcol, g("Unsqueeze", lower, g.const([0])))),
+               g("Less", tcol, g("Unsqueeze", upper, g.const([0]))))
+    # tpad[K-1] = +inf stands for "no threshold in the neighbourhood"
+    tpad = g("Concat", t, g("CastLike", g.const([np.inf], np.float32), levels), axis=0)
+    n_inside = g("ReduceSum", g("Cast", inside, to=TensorProto.INT32), g.const([0]), keepdims=0)
+    nothing = g("Equal", n_inside, g.const(0, np.int32))
+    tc = g("Gather", tpad, g("Where", nothing, g.const(k - 1, np.int32), base))
+    lo_level = g("Gather", levels, base)
+    hi_level = g("Gather", levels, g("Min", g("Add", base, g.const(1, np.int32)), g.const(k - 1, np.int32)))
+    u = g("Mul", g("Sub", g("Cast", x, to=TensorProto.FLOAT), first), inv)  # in float32 for fp16 inputs too
+    zero = g.const(0.0, np.float32)
+    u = g("Min", g("Where", g("Greater", u, zero), u, zero), g.const(float(b_count - 1), np.float32))
+    b = g("Cast", u, to=TensorProto.INT32)
+    # Where(x > tc, hi, lo) as max(lo, min(hi, +-inf)): ONNX Runtime's Where is slow with tensor branches
+    inf = g("CastLike", g.const(np.inf, np.float32), x)
+    step = g("Where", g("Greater", x, g("Gather", tc, b)), inf, g("Neg", inf))
+    return g("Max", g("Gather", lo_level, b), g("Min", g("Gather", hi_level, b), step))
+
+
+_BODIES: dict[str, Callable[[_Nodes, str, str, int], str]] = {
+    "select": _body_select, "bsearch": _body_bsearch, "count": _body_count, "argmin": _body_argmin, "lut": _body_lut}
+
+
+def nuquant_function(k: int, opset: int, body: str = DEFAULT_NUQUANT_BODY) -> FunctionProto:
+    """NUQuant(X, levels) -> Y for codebooks of K = 2**bits levels, as a model-local function."""
+    if k < 2 or k & (k - 1):
+        raise ValueError(f"NUQuant bodies need K = 2**bits levels, got {k}")
+    g = _Nodes("nq_")
+    y = _BODIES[body](g, "X", "levels", k)
+    g.nodes.append(helper.make_node("Identity", [y], ["Y"]))
+    return helper.make_function(DOMAIN, "NUQuant", ["X", "levels"], ["Y"], g.nodes,
+                                [helper.make_opsetid("", opset)], attributes=list(PLUGIN_ATTRS),
+                                doc_string=f"I²NQ nearest-level quantize-dequantize ({body} body for K={k}).")
+
+
+def lut_dequant_function(opset: int) -> FunctionProto:
+    """LUTDequant(codes, levels; bits, shape, axis) -> W, generic in bits/shape/axis via attribute refs."""
+    g = _Nodes("lut_")
+    f32 = TensorProto.FLOAT
+    bits64 = g.ref("bits", "value_int")
+    bits = g("Cast", bits64, to=f32)
+    shape = g.ref("shape", "value_ints")
+    axis = g.ref("axis", "value_int")
+    # bit p of the stream is bit p % 8 of byte p // 8: expand every byte into its 8 bits
+    byte = g("Unsqueeze", g("Cast", "codes", to=f32), g.const([1]))
+    pow2 = g.const(2.0 ** -np.arange(9), np.float32)  # 2^-k for k = 0..8
+    shifted = g("Floor", g("Mul", byte, pow2))  # [nbytes, 9]: byte >> k
+    hi = g("Slice", shifted, g.const([1]), g.const([9]), g.const([1]))
+    lo = g("Slice", shifted, g.const([0]), g.const([8]), g.const([1]))
+    stream = g("Reshape", g("Sub", lo, g("Mul", hi, g.const(2.0, np.float32))), g.const([-1]))
+    numel = g("ReduceProd", shape, keepdims=0)
+    nbits = g("Cast", g("Mul", g("Cast", numel, to=f32), bits), to=TensorProto.INT64)
+    stream = g("Slice", stream, g.const([0]), g("Unsqueeze", nbits, g.const([0])))
+    per_code = g("Reshape", stream, g("Concat", g.const([-1]), g("Unsqueeze", bits64, g.const([0])), axis=0))
+    weights = g("Slice", g.const(2.0 ** np.arange(8), np.float32), g.const([0]), g("Unsqueeze", bits64, g.const([0])))
+    code = g("MatMul", per_code, weights)  # [numel]
+    # per-channel levels [C, K]: flat index (channel % C_levels) * K + code; per-tensor [K]: C_levels = 1
+    k = g("Cast", g("Gather", g("Shape", "levels"), g.const(-1)), to=f32)
+    c_levels = g("Div", g("Cast", g("Size", "levels"), to=f32), k)
+    outer = g("Cast", g("ReduceProd", g("Slice", shape, g.const([0]),
+                                        g("Unsqueeze", g("Add", axis, g.const(1)), g.const([0]))), keepdims=0), to=f32)
+    inner = g("Div", g("Cast", numel, to=f32), outer)
+    element = g("Cast", g("Range", g.const(0), numel, g.const(1)), to=f32)
+    channel = g("Floor", g("Div", element, inner))
+    channel = g("Sub", channel, g("Mul", g("Floor", g("Div", channel, c_levels)), c_levels))
+    index = g("Cast", g("Add", g("Mul", channel, k), code), to=TensorProto.INT32)
+    w = g("Gather", g("Reshape", "levels", g.const([-1])), index)
+    g.nodes.append(helper.make_node("Reshape", [w, shape], ["W"]))
+    return helper.make_function(DOMAIN, "LUTDequant", ["codes", "levels"], ["W"], g.nodes,
+                                [helper.make_opsetid("", opset)], attributes=["bits", "shape", "axis", *PLUGIN_ATTRS],
+                                doc_string="I²NQ weight rebuild: unpack LSB-first bit-packed codes, look up levels.")
+
+
+def plugin_attrs() -> dict[str, str]:
+    """Attributes every custom node carries so TensorRT maps it to the i2nq plugin (version 1)."""
+    return {"plugin_namespace": "i2nq", "plugin_version": "1"}
+
+
+def custom_node(op: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> NodeProto:
+    """A node of the ai.i2nq domain with the plugin attributes."""
+    return helper.make_node(op, inputs, outputs, name=name, domain=DOMAIN, **attrs, **plugin_attrs())
