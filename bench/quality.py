@@ -93,6 +93,23 @@ def init_entropy(float_path: Path) -> dict[str, list[float]]:
     return out
 
 
+def activation_stats(float_path: Path) -> list[tuple[str, float, float]]:
+    """(site, excess kurtosis, fraction of exact zeros) of each activation site on calibration patches."""
+    from i2nq.calib.pipeline import training_sets
+    from i2nq.quant import calibrate_
+
+    m = quantize_(load(float_path), I2NQConfig(bits=4))
+    data, _ = training_sets(m.scale, 32)
+    gen = torch.Generator().manual_seed(1)
+    samples = calibrate_(m, (data.batch(16, 32, gen)[0] for _ in range(8)))
+    out = []
+    for name, s in samples.items():
+        s = s.double()
+        z = (s - s.mean()) / s.std()
+        out.append((name, float((z**4).mean() - 3), float((s == 0).double().mean())))
+    return out
+
+
 def report(args: argparse.Namespace) -> str:
     fl = evaluate(load(args.float), args.eval)
     rows = [("bicubic", {r["name"]: (r["bicubic_psnr_y"], r["bicubic_ssim_y"]) for r in fl["images"]},
@@ -124,6 +141,10 @@ def report(args: argparse.Namespace) -> str:
               "scales) against fixed max-abs per-channel scales:", "", "| init | per layer | mean |", "|---|---|---|"]
     for name, we in init_entropy(args.float).items():
         lines.append(f"| {name} | {' '.join(f'{e:.2f}' for e in we)} | {sum(we) / len(we):.3f} |")
+    lines += ["", "Activation statistics of the float parent at each quantized site (calibration patches):", "",
+              "| site | excess kurtosis | exact zeros |", "|---|---|---|"]
+    for name, kurt, zeros in activation_stats(args.float):
+        lines.append(f"| {name} | {kurt:.2f} | {zeros:.1%} |")
     return "\n".join(lines) + "\n"
 
 
