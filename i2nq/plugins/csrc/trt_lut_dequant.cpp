@@ -6,7 +6,6 @@
 #include "trt_common.h"
 
 #include <algorithm>
-#include <new>
 #include <string>
 #include <vector>
 
