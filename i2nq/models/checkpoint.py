@@ -36,7 +36,10 @@ def save(model: EDSR, path: str | os.PathLike, **extra) -> Path:
     meta = {"i2nq": json.dumps(config_of(model, **extra), sort_keys=True)}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if path.parent.exists() else None)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a checkpoint is an ordinary file
         save_file(tensors, tmp, metadata=meta)
         os.replace(tmp, path)
     except BaseException:

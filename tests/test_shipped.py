@@ -1,0 +1,52 @@
+"""The shipped models: present, loadable by name, and the shipped ONNX equals a fresh export."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from i2nq.assets import shipped_model
+
+
+def test_shipped_models_load_by_name():
+    from i2nq.models import load
+
+    q, f = load("default"), load("default-fp32")
+    assert q.info.bits == "w4a4" and q.quant_config["method"] == "i2nq"
+    assert f.info.bits == "fp32" and (q.info.arch, q.info.scale) == (f.info.arch, f.info.scale) == ("edsr-small", 4)
+
+
+def test_shipped_onnx_equals_a_fresh_export_of_the_shipped_checkpoint():
+    from i2nq.export.onnx_export import to_onnx
+    from i2nq.models import load
+
+    shipped = onnx.load(str(shipped_model("default", ".onnx")))
+    fresh = to_onnx(load("default"))
+    meta = {p.key: p.value for p in shipped.metadata_props}
+    assert meta["i2nq.bits"] == "w4a4" and meta["i2nq.scale"] == "4" and meta["i2nq.receptive_field"] == "20"
+    # the version stamp may move on; everything else (graph, weights, codes, functions) must be identical
+    for m in (shipped, fresh):
+        for p in m.metadata_props:
+            if p.key == "i2nq.version":
+                p.value = ""
+        m.producer_version = ""
+    assert shipped.SerializeToString() == fresh.SerializeToString()
+
+
+def test_shipped_onnx_matches_torch_on_a_real_image():
+    import onnxruntime as ort
+    import torch
+    import cv2
+
+    from i2nq.assets import sample
+    from i2nq.models import load
+
+    bgr = cv2.imread(str(sample("sample.png")))
+    x = np.ascontiguousarray(bgr[::4, ::4, ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255
+    sess = ort.InferenceSession(str(shipped_model("default", ".onnx")), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"input": x})[0]
+    with torch.no_grad():
+        ref = load("default")(torch.from_numpy(x)).numpy()
+    mse = float(((y - ref) ** 2).mean())
+    assert mse == 0 or 10 * np.log10(1 / mse) >= 60
