@@ -28,6 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 from i2nq.plugins import selfcheck  # noqa: E402
+from i2nq.quant import nuquant_ref  # noqa: E402
 
 COPY_TARGET = 0.80
 MODEL_TARGET = 0.85
@@ -91,7 +92,7 @@ def _bench_dtype(ops, bench: Callable, device: str, dtype: torch.dtype, n: int, 
         rows.append(dict(section="kernels", case=f"NUQuant {dtype} K={1 << bits}", ms=ms, gbs=gbs,
                          ratio=gbs / copy_gbs, target=COPY_TARGET))
     if dtype == torch.float16:
-        ref_ms = bench(lambda: selfcheck.nuquant_ref(x, levels))
+        ref_ms = bench(lambda: nuquant_ref(x, levels))
         rows.append(dict(section="kernels", case=f"torch reference {dtype} K=256", ms=ref_ms,
                          gbs=2 * n * size / ref_ms / 1e6, ratio=copy_ms / ref_ms, target=None))
     channels = 64
@@ -108,7 +109,8 @@ def _bench_dtype(ops, bench: Callable, device: str, dtype: torch.dtype, n: int, 
 
 
 def build_models(scale: int, device: str, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
-    """Plain EDSR-baseline and its I²NQ W4A4 twin (calibrated on random frames, weights dequantized once).
+    """Plain EDSR-baseline and its I²NQ W4A4 twin, calibrated on random frames, frozen as deployed: weights
+    dequantized once (as LUTDequant does) and codebooks constant (as in the exported graph).
 
     The one place that knows the model API; adapt here if i2nq.models / i2nq.quant change.
     """
@@ -117,16 +119,21 @@ def build_models(scale: int, device: str, dtype: torch.dtype) -> dict[str, torch
 
     torch.manual_seed(0)
     plain = build("edsr-baseline", scale=scale).to(device).eval()
-    quant = build("edsr-baseline", scale=scale).to(device).eval()
+    quant = build("edsr-baseline", scale=scale).eval()
     quant.load_state_dict(plain.state_dict())
     quantize_(quant, I2NQConfig(bits=4))
     quant.to(device)
-    calibrate_(quant, [torch.rand(2, 3, 64, 64, device=device) for _ in range(2)])
+    side = 64 if device == "cuda" else 16
+    calibrate_(quant, [torch.rand(2, 3, side, side, device=device) for _ in range(2)])
     with torch.no_grad():
         for _, conv in quantized_sites(quant):
             conv.register_buffer("frozen_weight", conv.weight_quant(conv.weight).detach())
             conv.forward = types.MethodType(_frozen_forward, conv)
-    return {"plain": plain.to(dtype), "i2nq": quant.to(dtype)}
+        quant.to(dtype)
+        for _, conv in quantized_sites(quant):
+            codebook = conv.act_quant.codebook
+            codebook.levels = (lambda levels: lambda: levels)(codebook.levels().detach())
+    return {"plain": plain.to(dtype), "i2nq": quant}
 
 
 def _frozen_forward(self, x: torch.Tensor) -> torch.Tensor:
