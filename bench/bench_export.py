@@ -1,0 +1,140 @@
+"""ONNX export benchmark: file size, ONNX Runtime CPU latency of the I²NQ export against the float export
+of the same architecture for every NUQuant function body, each body's exactness, and the agreement of
+the portable export with torch on real photos.
+
+Latencies are medians over `--runs` rounds in which every model runs once (interleaved, so load from
+other processes hits all models alike); overheads are ratios measured in the same run.
+
+  python bench/bench_export.py                      # edsr-small x4, W4A4 calibrated on photos, 2 threads
+  python bench/bench_export.py --model runs/edsr-small-x4-w4a4.safetensors --runs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from i2nq.export import to_onnx, verify_onnx
+from i2nq.export.ops import NUQUANT_BODIES, nuquant_function
+from i2nq.models import build, load
+from i2nq.quant import I2NQConfig, calibrate_, nuquant_ref, quantize_
+
+EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
+
+
+def photos(size: int) -> list[np.ndarray]:
+    """Centre crops of the public evaluation photos (or scikit-image's when that set is absent)."""
+    if EVAL.is_dir():
+        import cv2
+
+        images = [cv2.imread(str(p))[..., ::-1] for p in sorted(EVAL.glob("*")) if p.suffix in (".png", ".jpg")]
+    else:
+        from skimage import data
+
+        images = [data.astronaut(), data.coffee(), data.chelsea()]
+    out = []
+    for img in images:
+        top, left = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
+        crop = img[top:top + size, left:left + size].transpose(2, 0, 1)[None]
+        out.append(np.ascontiguousarray(crop, np.float32) / 255)
+    return out
+
+
+def models(path: str | None, scale: int, bits: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(float, quantized) models of one arch: a checkpoint and the float arch, or a float model quantized
+    and calibrated here on photo crops. Untrained weights are perturbed so that the zero-initialized tail
+    does not hide the body; latency and size do not depend on training."""
+    if path:
+        quant = load(path)
+        return build(quant.arch, quant.scale), quant
+    torch.manual_seed(0)
+    quant = build("edsr-small", scale)
+    with torch.no_grad():
+        for p in quant.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    quantize_(quant, I2NQConfig(bits=bits))
+    calibrate_(quant, [torch.from_numpy(x) for x in photos(48)])
+    return build("edsr-small", scale), quant.eval()
+
+
+def session(proto, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def body_is_exact(body: str, levels: np.ndarray) -> bool:
+    """The body alone on levels, thresholds, their neighbours, +-inf, NaN and noise vs nuquant_ref."""
+    from onnx import TensorProto, helper
+
+    from i2nq.export.ops import DOMAIN, custom_node
+
+    t = ((levels[:-1] + levels[1:]) * np.float32(0.5)).astype(np.float32)
+    x = np.concatenate([levels, t, np.nextafter(t, np.inf), np.nextafter(t, -np.inf), [np.inf, -np.inf, np.nan],
+                        np.random.default_rng(0).standard_normal(10000).astype(np.float32)]).astype(np.float32)[None]
+    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+          for name, shape in (("x", ["a", "b"]), ("levels", [len(levels)]), ("y", ["a", "b"]))]
+    graph = helper.make_graph([custom_node("NUQuant", ["x", "levels"], ["y"], "q")], "g", io[:2], io[2:])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
+                              functions=[nuquant_function(len(levels), 17, body)], ir_version=8)
+    got = session(proto, 1).run(None, {"x": x, "levels": levels})[0]
+    want = nuquant_ref(torch.from_numpy(x), torch.from_numpy(levels)).numpy()
+    return np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="quantized checkpoint (default: edsr-small calibrated here)")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--bits", type=int, default=4)
+    parser.add_argument("--size", type=int, default=128, help="input height and width")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--bodies", default=",".join(NUQUANT_BODIES))
+    args = parser.parse_args()
+
+    float_model, quant = models(args.model, args.scale, args.bits)
+    bodies = args.bodies.split(",")
+    protos = {"float": to_onnx(float_model), **{b: to_onnx(quant, _nuquant_body=b) for b in bodies}}
+    info = quant.info
+    print(f"# ONNX export: {info.arch} x{info.scale} {info.bits}, ONNX Runtime {ort.__version__} CPU, "
+          f"{args.threads} threads, input 1x3x{args.size}x{args.size}, median of {args.runs}\n")
+
+    sizes = {"float": len(protos["float"].SerializeToString()), "i2nq": len(protos[bodies[0]].SerializeToString()),
+             "i2nq tensorrt": len(to_onnx(quant, flavor="tensorrt").SerializeToString())}
+    print("| file | bytes | vs float |\n|---|---:|---:|")
+    for name, size in sizes.items():
+        print(f"| {name} | {size} | {size / sizes['float']:.3f} |")
+
+    levels = next(m.act_quant.codebook.levels().detach().numpy() for m in quant.modules() if hasattr(m, "act_quant"))
+    sessions = {name: session(p, args.threads) for name, p in protos.items()}
+    x = photos(args.size)[0]
+    for s in sessions.values():
+        s.run(None, {"input": x})
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(args.runs):
+        for name, s in sessions.items():
+            start = time.perf_counter()
+            s.run(None, {"input": x})
+            times[name].append(time.perf_counter() - start)
+    base = float(np.median(times["float"]))
+    print("\n| NUQuant body | exact | latency ms | vs float | quantizer overhead |\n|---|---|---:|---:|---:|")
+    for name, t in times.items():
+        med = float(np.median(t))
+        exact = "-" if name == "float" else ("yes" if body_is_exact(name, levels) else "no")
+        print(f"| {name} | {exact} | {1e3 * med:.1f} | {med / base:.2f}x | {100 * (med / base - 1):+.0f}% |")
+
+    report = verify_onnx(protos[bodies[0]], quant, inputs=photos(64), runtimes=("onnxruntime",))
+    print(f"\nportable export ({bodies[0]} body) vs torch on {len(report.rows)} photo crops of 64x64, ONNX Runtime:")
+    for line in report.lines():
+        print("    " + line)
+
+
+if __name__ == "__main__":
+    main()
