@@ -7,17 +7,14 @@ import json
 from pathlib import Path
 
 from i2nq.errors import I2NQError
+from i2nq.files import check_destination
 
 
 def _out_path(path: str, overwrite: bool) -> Path:
     out = Path(path)
     if out.suffix != ".safetensors":
         raise I2NQError(f"output must be a .safetensors file: {out}")
-    if not out.parent.is_dir():
-        raise I2NQError(f"output folder does not exist: {out.parent}")
-    if out.exists() and not overwrite:
-        raise I2NQError(f"{out} exists; pass --overwrite to replace it")
-    return out
+    return check_destination(out, overwrite=overwrite)
 
 
 def _train_config(args: argparse.Namespace):

@@ -12,7 +12,6 @@ The file is written to a temporary file next to the target and renamed, so no pa
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from torch import nn
 
 from i2nq import __version__
 from i2nq.errors import I2NQError
+from i2nq.files import atomic_output, check_destination
 from i2nq.export.format import DEFAULT_OPSET, FLAVORS, INPUT_LAYOUT, OPSETS
 from i2nq.export.graph import build_graph
 from i2nq.export.ops import DEFAULT_NUQUANT_BODY, DOMAIN, DOMAIN_VERSION, lut_dequant_function, nuquant_function
@@ -101,29 +101,10 @@ def _check_options(flavor: str, opset: int) -> None:
 def _check_output(path: Path, overwrite: bool) -> Path:
     if path.suffix != ".onnx":
         raise I2NQError(f"output must end in .onnx: {path}")
-    if not path.parent.is_dir():
-        raise I2NQError(f"output folder {path.parent} does not exist or is not a folder")
-    if path.is_dir():
-        raise I2NQError(f"output {path} is a folder; give a file name")
-    if path.exists() and not overwrite:
-        raise I2NQError(f"output {path} exists; pass --overwrite (overwrite=True) to replace it")
-    return path
+    return check_destination(path, overwrite=overwrite)
 
 
 def _write_atomically(proto: ModelProto, path: Path) -> None:
     """One self-contained file (no external data), renamed into place only when fully written."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as exc:
-        raise I2NQError(f"cannot write {path}: {exc.strerror or exc}") from None
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make the export private
-        with os.fdopen(fd, "wb") as f:
-            f.write(proto.SerializeToString())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise I2NQError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(proto.SerializeToString())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -12,6 +11,7 @@ from torch import nn
 
 from i2nq import __version__
 from i2nq.errors import I2NQError
+from i2nq.files import atomic_output
 from i2nq.models.edsr import EDSR
 from i2nq.models.registry import ARCHS, build
 
@@ -34,17 +34,8 @@ def save(model: EDSR, path: str | os.PathLike, **extra) -> Path:
         raise I2NQError(f"checkpoint path must end in .safetensors: {path}")
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"i2nq": json.dumps(config_of(model, **extra), sort_keys=True)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if path.parent.exists() else None)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a checkpoint is an ordinary file
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from i2nq.assets import sample
 from i2nq.errors import I2NQError
-from i2nq.runtime.files import check_destination
+from i2nq.files import check_destination
 from i2nq.runtime.image_io import read_image, write_image
 from i2nq.runtime.upscaler import Upscaler
 

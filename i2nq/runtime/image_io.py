@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from i2nq.errors import I2NQError
-from i2nq.runtime.files import atomic_output
+from i2nq.files import atomic_output
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".webp")  # formats OpenCV writes only at 8 bits

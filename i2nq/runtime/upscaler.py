@@ -9,7 +9,7 @@ import numpy as np
 
 from i2nq.errors import I2NQError
 from i2nq.runtime.backends import Backend, ModelMeta, open_backend
-from i2nq.runtime.files import check_destination, check_source
+from i2nq.files import check_destination, check_source
 from i2nq.runtime.image_io import IMAGE_SUFFIXES, is_image, read_image, write_image
 from i2nq.runtime.tiler import Tiler
 from i2nq.runtime.video import VIDEO_SUFFIXES, VideoOptions, is_video, upscale_video

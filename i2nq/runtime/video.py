@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from i2nq.errors import I2NQError
-from i2nq.runtime.files import atomic_output
+from i2nq.files import atomic_output
 from i2nq.runtime.tiler import Tiler
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")

@@ -1,4 +1,5 @@
-"""Safe file handling: check inputs and outputs up front, write outputs to a temp file and rename."""
+"""Safe file handling shared by every command: check inputs and outputs up front, write outputs to a temp
+file next to the target and rename it, so no partial output ever appears. Standard library only."""
 
 from __future__ import annotations
 
