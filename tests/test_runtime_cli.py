@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 
-from i2nq.assets import MODELS
 from i2nq.cli import main
 from i2nq.runtime.image_io import read_image
 
@@ -111,8 +110,6 @@ def test_demo(tiny_model, tmp_path, capsys) -> None:
     assert main(["demo", "--out", str(tmp_path / "demo"), "--model", str(tiny_model(scale=2))]) == 2
 
 
-@pytest.mark.skipif(not (MODELS / "default.onnx").is_file(),
-                    reason="the shipped model i2nq/assets/models/default.onnx is not there yet")
 def test_shipped_default_model_beats_bicubic(tmp_path) -> None:
     from i2nq.assets import sample
     from i2nq.runtime import Upscaler
