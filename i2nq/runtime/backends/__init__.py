@@ -130,7 +130,7 @@ def open_backend(model: str | Path, backend: str = "auto", device: str | int | N
         on_gpu = not cpu_only and (device is not None or _cuda_for(backend))
     if backend == "onnxruntime":
         if files.onnx is None:
-            raise I2NQError("the onnxruntime backend needs an .onnx model (export the checkpoint with i2nq export)")
+            raise I2NQError("the onnxruntime backend needs an .onnx model (export the checkpoint with i2nq export-onnx)")
         from i2nq.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(files.onnx, device=index if on_gpu else None)
@@ -145,7 +145,7 @@ def open_backend(model: str | Path, backend: str = "auto", device: str | int | N
     if cpu_only:
         raise I2NQError("the tensorrt backend runs on a GPU only; drop --device cpu")
     if not _tensorrt_installed():
-        raise I2NQError("the tensorrt backend needs TensorRT and CuPy: pip install 'i2nq[tensorrt,gpu]'")
+        raise I2NQError("the tensorrt backend needs TensorRT and CuPy: pip install 'i2nq[tensorrt]'")
     from i2nq.runtime.backends.tensorrt import TensorRTBackend
 
     source = files.engine or files.onnx
