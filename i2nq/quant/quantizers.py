@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from i2nq.quant.codebook import Codebook
-from i2nq.quant.functional import codes, lloyd_max, nuquant, nuquant_ref
+from i2nq.quant.functional import codes, nuquant, nuquant_ref
 
 OBSERVE_PER_CALL = 2**15
 OBSERVE_MAX = 2**19
@@ -119,4 +119,4 @@ def code_entropy(c: torch.Tensor, k: int) -> float:
     return float(-(p * p.log2()).sum())
 
 
-__all__ = ["ActQuantizer", "WeightQuantizer", "code_entropy", "lloyd_max"]
+__all__ = ["ActQuantizer", "WeightQuantizer", "code_entropy"]
