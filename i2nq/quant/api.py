@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import ClassVar, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ class QuantConfig:
     bits: int = 4
     w_bits: int | None = None
     a_bits: int | None = None
-    method: str = field(default="", init=False)
+    method: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "w_bits", self.w_bits or self.bits)
@@ -38,7 +38,7 @@ class QuantConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("bits")
-        return d
+        return {"method": self.method, **d}
 
     def act_quantizer(self, zero_level: bool) -> ActQuantizer:
         raise NotImplementedError
@@ -52,10 +52,7 @@ class I2NQConfig(QuantConfig):
     """I²NQ: Lloyd-Max-initialized learnable nonuniform codebooks per activation site, FSWA weights."""
 
     fswa: bool = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(self, "method", "i2nq")
+    method: ClassVar[str] = "i2nq"
 
     def act_quantizer(self, zero_level: bool) -> ActQuantizer:
         return ActQuantizer(NonuniformCodebook(2**self.a_bits, zero_level=zero_level))
@@ -69,9 +66,7 @@ class UniformConfig(QuantConfig):
     """The baseline: uniform grids with learnable clips (asymmetric activations, zero-anchored after
     ReLU) and symmetric per-channel weight grids with MSE-searched, learnable scales."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(self, "method", "uniform")
+    method: ClassVar[str] = "uniform"
 
     def act_quantizer(self, zero_level: bool) -> ActQuantizer:
         return ActQuantizer(UniformCodebook(2**self.a_bits, zero_level=zero_level))
