@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
+
+from i2nq.metrics import BT601_RGB, psnr
 
 
 def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
     """3xHxW RGB in [0, 1] -> HxW luma in [16, 235] (ITU-R BT.601, as MATLAB rgb2ycbcr)."""
-    r, g, b = x[0].double(), x[1].double(), x[2].double()
-    return 16.0 + 65.481 * r + 128.553 * g + 24.966 * b
+    wr, wg, wb = BT601_RGB
+    return 16.0 + wr * x[0].double() + wg * x[1].double() + wb * x[2].double()
 
 
 def _crop(y: torch.Tensor, border: int) -> torch.Tensor:
@@ -20,9 +20,7 @@ def _crop(y: torch.Tensor, border: int) -> torch.Tensor:
 
 def psnr_y(sr: torch.Tensor, hr: torch.Tensor, border: int) -> float:
     """PSNR (dB) between the Y channels of two 3xHxW [0, 1] images, data range 255."""
-    a, b = _crop(rgb_to_y(sr), border), _crop(rgb_to_y(hr), border)
-    mse = float(((a - b) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    return psnr(rgb_to_y(sr).numpy(), rgb_to_y(hr).numpy(), border)
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:

@@ -11,6 +11,7 @@ import numpy as np
 from i2nq.assets import sample
 from i2nq.errors import I2NQError
 from i2nq.files import check_destination
+from i2nq.metrics import luma, psnr
 from i2nq.runtime.image_io import read_image, write_image
 from i2nq.runtime.upscaler import Upscaler
 
@@ -39,12 +40,7 @@ class DemoResult:
 
 def psnr_y(a: np.ndarray, b: np.ndarray, border: int) -> float:
     """PSNR in dB on the BT.601 luma of two 8-bit BGR images, `border` pixels cropped (SR-literature style)."""
-    weights = np.array([24.966, 128.553, 65.481])  # B, G, R
-    ya, yb = (16.0 + (x.astype(np.float64) / 255.0) @ weights for x in (a, b))
-    if border:
-        ya, yb = ya[border:-border, border:-border], yb[border:-border, border:-border]
-    mse = float(np.mean((ya - yb) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    return psnr(*(luma(x[..., ::-1] / 255.0) for x in (a, b)), border)
 
 
 def bicubic_down(image: np.ndarray, scale: int) -> np.ndarray:
