@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from i2nq.errors import I2NQError
-from i2nq.plugins.library import (build_plugin, check_plugin, find_nvcc, find_plugin, find_tensorrt_root,
-                                  plugin_version)
+from i2nq.plugins.library import (build_plugin, check_plugin, find_cuda_include, find_nvcc, find_plugin,
+                                  find_tensorrt_root, plugin_version)
 
 REPO = Path(__file__).resolve().parents[1]
 TRT_CHECK = Path(__file__).with_name("test_plugins_trt_check.cpp")
@@ -44,8 +44,11 @@ def test_plugin_builds_and_registers_like_trtexec(plugin_library: Path, tensorrt
     """dlopen + setLoggerFinder + getCreators, then the build-time logic and field serialization of both
     plugins (tests/test_plugins_trt_check.cpp; no TensorRT runtime or GPU involved)."""
     exe = tmp_path / "trt_check"
-    subprocess.run(["g++", "-std=c++17", "-isystem", str(tensorrt_root / "include"), "-isystem",
-                    "/usr/local/cuda/include", str(TRT_CHECK), "-ldl", "-o", str(exe)], check=True, timeout=300)
+    cuda_include = find_cuda_include()
+    if cuda_include is None:
+        pytest.skip("CUDA toolkit headers not found (set CUDA_HOME)")
+    subprocess.run(["g++", "-std=c++17", "-isystem", str(tensorrt_root / "include"), "-isystem", str(cuda_include),
+                    str(TRT_CHECK), "-ldl", "-o", str(exe)], check=True, timeout=300)
     result = subprocess.run([str(exe), str(plugin_library)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "OK", result.stdout + result.stderr
     assert plugin_version(plugin_library) == "1"

@@ -45,6 +45,15 @@ def find_nvcc() -> str | None:
         (p for p in ("/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc") if os.access(p, os.X_OK)), None)
 
 
+def find_cuda_include() -> Path | None:
+    """The CUDA toolkit's include folder (with cuda_fp16.h): $CUDA_HOME, $CUDA_PATH, beside nvcc, or /usr/local/cuda."""
+    nvcc = shutil.which("nvcc")
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
+                  Path(nvcc).resolve().parents[1] if nvcc else None, "/usr/local/cuda"]
+    return next((Path(c) / "include" for c in candidates if c and (Path(c) / "include" / "cuda_fp16.h").is_file()),
+                None)
+
+
 def build_plugin(tensorrt_root: str | Path | None = None, output: Path | None = None,
                  build_dir: Path | None = None, cuda_archs: str | None = None, jobs: int | None = None) -> Path:
     """Configure and build libi2nq_trt.so with CMake and copy it to `output` (default: the plugin cache).

@@ -12,11 +12,24 @@ namespace device
 {
 
 constexpr int kThreads = 256;
-//! Grid-stride cap: enough blocks to fill any current GPU; each block stages its tables once.
-constexpr int kMaxBlocks = 4096;
+//! Grid-stride cap: enough blocks to fill any current GPU; each block stages its tables once. (The CPU
+//! emulation in tests/emu lowers it to walk the grid-stride loops on small inputs.)
+#ifndef I2NQ_MAX_BLOCKS
+#define I2NQ_MAX_BLOCKS 4096
+#endif
+constexpr int kMaxBlocks = I2NQ_MAX_BLOCKS;
 constexpr int kVecBytes = 16;
 
 #define I2NQ_HD __host__ __device__ __forceinline__
+
+// Kernel launch and dynamic shared memory, spelled as macros so that tests/emu can build these kernels as
+// plain C++ and run them on the CPU (one std::thread per CUDA thread, a barrier per __syncthreads).
+#ifndef I2NQ_LAUNCH
+#define I2NQ_LAUNCH(grid, block, smemBytes, stream, ...) __VA_ARGS__<<<grid, block, smemBytes, stream>>>
+#endif
+#ifndef I2NQ_DYNAMIC_SMEM
+#define I2NQ_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
 
 I2NQ_HD float toFloat(float v)
 {

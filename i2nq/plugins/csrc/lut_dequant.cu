@@ -23,7 +23,7 @@ __global__ void __launch_bounds__(kThreads) lutDequantKernel(uint8_t const* __re
     int byteStride, T const* __restrict__ levels, int channels, int numLevels, int64_t numel, int64_t inner,
     T* __restrict__ w, bool codesAligned, bool vectorStore)
 {
-    extern __shared__ __align__(16) unsigned char smem[];
+    I2NQ_DYNAMIC_SMEM(smem);
     T const* table = levels;
     if (STAGED)
     {
@@ -97,17 +97,17 @@ cudaError_t launchBits(uint8_t const* codes, int64_t numBytes, int byteStride, T
     int64_t const tableBytes = static_cast<int64_t>(channels) * numLevels * static_cast<int64_t>(sizeof(T));
     if (channels == 1)
     {
-        lutDequantKernel<T, BITS, false, true><<<grid, kThreads, tableBytes, stream>>>(
+        I2NQ_LAUNCH(grid, kThreads, tableBytes, stream, lutDequantKernel<T, BITS, false, true>)(
             codes, numBytes, byteStride, levels, channels, numLevels, numel, inner, w, codesAligned, vectorStore);
     }
     else if (tableBytes <= kMaxStagedBytes)
     {
-        lutDequantKernel<T, BITS, true, true><<<grid, kThreads, tableBytes, stream>>>(
+        I2NQ_LAUNCH(grid, kThreads, tableBytes, stream, lutDequantKernel<T, BITS, true, true>)(
             codes, numBytes, byteStride, levels, channels, numLevels, numel, inner, w, codesAligned, vectorStore);
     }
     else
     {
-        lutDequantKernel<T, BITS, true, false><<<grid, kThreads, 0, stream>>>(
+        I2NQ_LAUNCH(grid, kThreads, 0, stream, lutDequantKernel<T, BITS, true, false>)(
             codes, numBytes, byteStride, levels, channels, numLevels, numel, inner, w, codesAligned, vectorStore);
     }
     return cudaGetLastError();

@@ -79,12 +79,12 @@ cudaError_t launchTyped(T const* x, T const* levels, int32_t numLevels, T* y, in
     int const grid = device::gridFor(vectorized ? (n - head) / kV + kV : n);
     switch (device::treeDepth(numLevels))
     {
-    case 3: nuquantKernel<T, 3><<<grid, kThreads, 0, stream>>>(x, levels, numLevels, y, n, head, vectorized); break;
-    case 4: nuquantKernel<T, 4><<<grid, kThreads, 0, stream>>>(x, levels, numLevels, y, n, head, vectorized); break;
-    case 5: nuquantKernel<T, 5><<<grid, kThreads, 0, stream>>>(x, levels, numLevels, y, n, head, vectorized); break;
-    case 6: nuquantKernel<T, 6><<<grid, kThreads, 0, stream>>>(x, levels, numLevels, y, n, head, vectorized); break;
-    case 7: nuquantKernel<T, 7><<<grid, kThreads, 0, stream>>>(x, levels, numLevels, y, n, head, vectorized); break;
-    default: nuquantKernel<T, 8><<<grid, kThreads, 0, stream>>>(x, levels, numLevels, y, n, head, vectorized); break;
+    case 3: I2NQ_LAUNCH(grid, kThreads, 0, stream, nuquantKernel<T, 3>)(x, levels, numLevels, y, n, head, vectorized); break;
+    case 4: I2NQ_LAUNCH(grid, kThreads, 0, stream, nuquantKernel<T, 4>)(x, levels, numLevels, y, n, head, vectorized); break;
+    case 5: I2NQ_LAUNCH(grid, kThreads, 0, stream, nuquantKernel<T, 5>)(x, levels, numLevels, y, n, head, vectorized); break;
+    case 6: I2NQ_LAUNCH(grid, kThreads, 0, stream, nuquantKernel<T, 6>)(x, levels, numLevels, y, n, head, vectorized); break;
+    case 7: I2NQ_LAUNCH(grid, kThreads, 0, stream, nuquantKernel<T, 7>)(x, levels, numLevels, y, n, head, vectorized); break;
+    default: I2NQ_LAUNCH(grid, kThreads, 0, stream, nuquantKernel<T, 8>)(x, levels, numLevels, y, n, head, vectorized); break;
     }
     return cudaGetLastError();
 }
