@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from i2nq.errors import I2NQError
+from i2nq.plugins import CSRC
 from i2nq.plugins.library import (build_plugin, check_plugin, find_cuda_include, find_nvcc, find_plugin,
                                   find_tensorrt_root, plugin_version)
 
@@ -40,19 +41,47 @@ def plugin_library(tensorrt_root: Path, tmp_path_factory: pytest.TempPathFactory
     return build_plugin(tensorrt_root, out / "libi2nq_trt.so", out / "build", cuda_archs="90", jobs=2)
 
 
-def test_plugin_builds_and_registers_like_trtexec(plugin_library: Path, tensorrt_root: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def cuda_include() -> Path:
+    found = find_cuda_include()
+    if found is None:
+        pytest.skip("CUDA toolkit headers not found (set CUDA_HOME)")
+    return found
+
+
+def _trt_check(tensorrt_root: Path, cuda_include: Path, out: Path, *flags: str) -> Path:
+    """tests/test_plugins_trt_check.cpp, built with `flags`."""
+    exe = out / "trt_check"
+    subprocess.run(["g++", "-std=c++17", *flags, "-isystem", str(tensorrt_root / "include"), "-isystem",
+                    str(cuda_include), str(TRT_CHECK), "-ldl", "-pthread", "-o", str(exe)], check=True, timeout=300)
+    return exe
+
+
+def test_plugin_builds_and_registers_like_trtexec(plugin_library: Path, tensorrt_root: Path, cuda_include: Path,
+                                                  tmp_path: Path) -> None:
     """dlopen + setLoggerFinder + getCreators, then the build-time logic and field serialization of both
     plugins (tests/test_plugins_trt_check.cpp; no TensorRT runtime or GPU involved)."""
-    exe = tmp_path / "trt_check"
-    cuda_include = find_cuda_include()
-    if cuda_include is None:
-        pytest.skip("CUDA toolkit headers not found (set CUDA_HOME)")
-    subprocess.run(["g++", "-std=c++17", "-isystem", str(tensorrt_root / "include"), "-isystem", str(cuda_include),
-                    str(TRT_CHECK), "-ldl", "-o", str(exe)], check=True, timeout=300)
+    exe = _trt_check(tensorrt_root, cuda_include, tmp_path)
     result = subprocess.run([str(exe), str(plugin_library)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "OK", result.stdout + result.stderr
     assert plugin_version(plugin_library) == "1"
     assert check_plugin(plugin_library) == plugin_library
+
+
+def test_plugin_enqueue_with_cpu_emulated_kernels(tensorrt_root: Path, cuda_include: Path, tmp_path: Path) -> None:
+    """The plugin sources with the kernels built for the CPU (tests/emu/cuda_emu.h), so that both plugins'
+    enqueue runs on host buffers: dtype mapping, per-channel axis, INT8 and INT32 codes, against a reference."""
+    sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+    library = tmp_path / "libi2nq_trt_emu.so"
+    sources = sorted(CSRC.glob("*.cu")) + sorted(CSRC.glob("trt_*.cpp"))
+    subprocess.run(["g++", "-std=c++17", "-O1", *sanitize, "-shared", "-fPIC", "-DI2NQ_MAX_BLOCKS=3",
+                    "-I", str(CSRC), "-isystem", str(tensorrt_root / "include"), "-isystem", str(cuda_include),
+                    "-include", str(REPO / "tests" / "emu" / "cuda_emu.h"), "-x", "c++", *map(str, sources),
+                    "-pthread", "-o", str(library)], check=True, timeout=600)
+    exe = _trt_check(tensorrt_root, cuda_include, tmp_path, *sanitize)
+    result = subprocess.run([str(exe), str(library), "--enqueue"], capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))
+    assert result.returncode == 0 and result.stdout.strip() == "OK", result.stdout + result.stderr[-4000:]
 
 
 def test_missing_named_plugin_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,10 +1,14 @@
 // Loads libi2nq_trt.so the way trtexec --dynamicPlugins does (dlopen, setLoggerFinder, getCreators) and drives
-// the plugins' build-time and serialization logic without a TensorRT runtime or a GPU (no enqueue).
-//   trt_check path/to/libi2nq_trt.so   -> prints "OK", exit 0; a failed check prints it and exits 1
+// the plugins' build-time and serialization logic without a TensorRT runtime or a GPU.
+//   trt_check path/to/libi2nq_trt.so [--enqueue]   -> prints "OK", exit 0; a failed check prints it and exits 1
+// --enqueue: also run both plugins' enqueue on host buffers against a reference. Only for a library whose
+// kernels were built for the CPU with tests/emu/cuda_emu.h (a CUDA build needs device pointers).
 #include <NvInferRuntime.h>
+#include <cuda_fp16.h>
 
 #include <dlfcn.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -180,14 +184,112 @@ void checkLutDequant(IPluginCreatorV3One* creator)
     CHECK(creator->createPlugin("w", &noShape, TensorRTPhase::kBUILD) == nullptr);
     CHECK(gLoggedErrors == errors + 2);
 }
+
+PluginTensorDesc plain(DataType type, std::vector<int64_t> const& shape)
+{
+    return tensor(type, shape).desc;
+}
+
+float toFloat(float v)
+{
+    return v;
+}
+float toFloat(__half v)
+{
+    return __half2float(v);
+}
+
+//! NUQuant enqueue on a [2, 3, 5, 7] tensor: the nearest of 4 levels (inputs are kept off the thresholds).
+template <typename T>
+void checkNuquantEnqueue(IPluginCreatorV3One* creator, DataType type)
+{
+    IPluginV3* plugin = creator->createPlugin("q", creator->getFieldNames(), TensorRTPhase::kRUNTIME);
+    auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+    std::vector<T> const levels{T(-1.0f), T(-0.25f), T(0.5f), T(2.0f)};
+    std::vector<T> x(2 * 3 * 5 * 7);
+    std::vector<T> y(x.size(), T(NAN));
+    for (size_t i = 0; i < x.size(); ++i)
+    {
+        x[i] = T(3.0f * std::sin(0.7f * static_cast<float>(i)) + 0.01f);
+    }
+    PluginTensorDesc const in[] = {plain(type, {2, 3, 5, 7}), plain(type, {4})};
+    PluginTensorDesc const out[] = {plain(type, {2, 3, 5, 7})};
+    void const* inputs[] = {x.data(), levels.data()};
+    void* outputs[] = {y.data()};
+    CHECK(runtime->onShapeChange(in, 2, out, 1) == 0);
+    CHECK(runtime->enqueue(in, out, inputs, outputs, nullptr, nullptr) == 0);
+    int wrong = 0;
+    for (size_t i = 0; i < x.size(); ++i)
+    {
+        float best = toFloat(levels[0]);
+        for (T const& l : levels)
+        {
+            best = std::fabs(toFloat(x[i]) - toFloat(l)) < std::fabs(toFloat(x[i]) - best) ? toFloat(l) : best;
+        }
+        wrong += toFloat(y[i]) != best;
+    }
+    CHECK(wrong == 0);
+    delete plugin;
+}
+
+//! LUTDequant enqueue, 3-bit codes of a [5, 4, 3, 3] weight with per-channel levels [4, 8] on axis 1, codes as
+//! INT8 (packed bytes) and as INT32 (one byte per element, what the ONNX parser makes of a uint8 initializer).
+template <typename T>
+void checkLutDequantEnqueue(IPluginCreatorV3One* creator, DataType type, DataType codesType)
+{
+    int32_t const bits = 3, axis = 1;
+    int32_t const shape[] = {5, 4, 3, 3};
+    int const numel = 5 * 4 * 3 * 3, channels = 4, k = 8, inner = 9;
+    PluginField fields[] = {PluginField("bits", &bits, PluginFieldType::kINT32, 1),
+        PluginField("shape", shape, PluginFieldType::kINT32, 4), PluginField("axis", &axis, PluginFieldType::kINT32, 1)};
+    PluginFieldCollection const fc{3, fields};
+    IPluginV3* plugin = creator->createPlugin("w", &fc, TensorRTPhase::kRUNTIME);
+    auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+    std::vector<int> codes(numel);
+    std::vector<uint8_t> packed((numel * bits + 7) / 8, 0);
+    for (int i = 0; i < numel; ++i)
+    {
+        codes[i] = (i * 5 + i / 7) % k;
+        for (int b = 0; b < bits; ++b)
+        {
+            int const bit = i * bits + b;
+            packed[bit / 8] |= static_cast<uint8_t>(((codes[i] >> b) & 1) << (bit % 8));
+        }
+    }
+    std::vector<T> levels(channels * k);
+    for (int c = 0; c < channels; ++c)
+    {
+        for (int j = 0; j < k; ++j)
+        {
+            levels[c * k + j] = T(static_cast<float>(c) * 10.0f + static_cast<float>(j) * 0.5f);
+        }
+    }
+    std::vector<int32_t> widened(packed.begin(), packed.end());
+    void const* codeData = codesType == DataType::kINT32 ? static_cast<void const*>(widened.data()) : packed.data();
+    std::vector<T> w(numel, T(NAN));
+    PluginTensorDesc const in[] = {plain(codesType, {static_cast<int64_t>(packed.size())}), plain(type, {channels, k})};
+    PluginTensorDesc const out[] = {plain(type, {5, 4, 3, 3})};
+    void const* inputs[] = {codeData, levels.data()};
+    void* outputs[] = {w.data()};
+    CHECK(runtime->onShapeChange(in, 2, out, 1) == 0);
+    CHECK(runtime->enqueue(in, out, inputs, outputs, nullptr, nullptr) == 0);
+    int wrong = 0;
+    for (int i = 0; i < numel; ++i)
+    {
+        wrong += toFloat(w[i]) != toFloat(levels[((i / inner) % channels) * k + codes[i]]);
+    }
+    CHECK(wrong == 0);
+    delete plugin;
+}
 } // namespace
 
 int main(int argc, char** argv)
 {
-    void* lib = argc == 2 ? dlopen(argv[1], RTLD_NOW | RTLD_LOCAL) : nullptr;
+    bool const enqueue = argc == 3 && std::strcmp(argv[2], "--enqueue") == 0;
+    void* lib = argc == 2 || enqueue ? dlopen(argv[1], RTLD_NOW | RTLD_LOCAL) : nullptr;
     if (!lib)
     {
-        std::printf("cannot load %s: %s\n", argc == 2 ? argv[1] : "(no path)", dlerror());
+        std::printf("cannot load %s: %s\n", argc >= 2 ? argv[1] : "(no path)", dlerror());
         return 2;
     }
     auto setFinder = reinterpret_cast<void (*)(ILoggerFinder*)>(dlsym(lib, "setLoggerFinder"));
@@ -211,6 +313,16 @@ int main(int argc, char** argv)
     {
         checkNuquant(nuquant);
         checkLutDequant(lut);
+    }
+    if (nuquant && lut && enqueue)
+    {
+        checkNuquantEnqueue<float>(nuquant, DataType::kFLOAT);
+        checkNuquantEnqueue<__half>(nuquant, DataType::kHALF);
+        for (DataType codesType : {DataType::kINT8, DataType::kINT32})
+        {
+            checkLutDequantEnqueue<float>(lut, DataType::kFLOAT, codesType);
+            checkLutDequantEnqueue<__half>(lut, DataType::kHALF, codesType);
+        }
     }
     std::printf(gFailures ? "%d FAILED\n" : "OK\n", gFailures);
     return gFailures ? 1 : 0;

@@ -128,6 +128,12 @@ inline cudaError_t i2nqEmuLastError()
 }
 #define cudaGetLastError i2nqEmuLastError
 
+inline char const* i2nqEmuErrorString(cudaError_t e)
+{
+    return e == cudaSuccess ? "no error" : "emulated launch failed (invalid configuration or argument)";
+}
+#define cudaGetErrorString i2nqEmuErrorString
+
 #define I2NQ_LAUNCH(grid, block, smemBytes, stream, ...) ::i2nq_emu::launch(grid, block, smemBytes, &__VA_ARGS__)
 #define I2NQ_DYNAMIC_SMEM(name) unsigned char* name = ::i2nq_emu::gDynamicSmem
 
