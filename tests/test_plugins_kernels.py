@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from i2nq.plugins import CSRC
-from i2nq.plugins.library import find_nvcc
+from i2nq.plugins.library import find_cuda_include, find_nvcc
 
 HARNESS = Path(__file__).with_name("test_plugins_host_check.cu")
 
@@ -37,6 +39,27 @@ def test_kernel_compiles_for_sm90(source: str, tmp_path: Path) -> None:
     result = subprocess.run([nvcc(), "-arch=sm_90", "-std=c++17", "-O3", "-c", str(CSRC / source),
                              "-o", str(tmp_path / "k.o")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_torch_extension_source_compiles(tmp_path: Path) -> None:
+    """torch_ops.cpp (the torch CUDA fast path) type-checks against the installed torch's C++ API. A CPU build
+    of torch ships the c10/cuda headers but not one CMake-generated file, which a stub stands in for."""
+    torch = pytest.importorskip("torch")
+    cuda_include = find_cuda_include()
+    python_include = sysconfig.get_paths()["include"]
+    if shutil.which("g++") is None or cuda_include is None or not Path(python_include, "Python.h").is_file():
+        pytest.skip("needs g++, the CUDA toolkit headers and the Python headers")
+    torch_include = Path(torch.__file__).parent / "include"
+    stub = tmp_path / "stub"
+    if not (torch_include / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h").is_file():
+        (stub / "c10" / "cuda" / "impl").mkdir(parents=True)
+        (stub / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h").write_text("#pragma once\n")
+    result = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=i2nq_ops", "-I", str(CSRC),
+                             "-isystem", str(stub), "-isystem", str(torch_include), "-isystem",
+                             str(torch_include / "torch" / "csrc" / "api" / "include"), "-isystem", python_include,
+                             "-isystem", str(cuda_include), str(CSRC / "torch_ops.cpp")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
 
 
 def _tricky_inputs(levels: np.ndarray, thresholds: np.ndarray, rng: np.random.Generator) -> np.ndarray:
