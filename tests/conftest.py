@@ -10,10 +10,11 @@ import pytest
 
 
 def make_sr_onnx(path: Path, scale: int = 2, convs: int = 3, channels: int = 8, dtype: str = "float32",
-                 metadata: bool = True, custom_op: bool = False, seed: int = 0) -> Path:
+                 metadata: bool = True, custom_op: bool = False, seed: int = 0, nearest: bool = False) -> Path:
     """A tiny i2nq-style SR model from standard ONNX ops: a 3x3 Conv+ReLU stack, DepthToSpace, plus a
     nearest-upsampled skip. Its receptive-field radius is `convs`; it zero-pads at the image border like
     a real model. `custom_op` routes the features through an ai.i2nq node backed by a model-local function.
+    `nearest`: all-zero convolutions, so the model is exactly a nearest-neighbour upscale.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -30,6 +31,8 @@ def make_sr_onnx(path: Path, scale: int = 2, convs: int = 3, channels: int = 8, 
         c_out = 3 * scale * scale if i == convs - 1 else channels
         w = (rng.standard_normal((c_out, c_in, 3, 3)) * (0.3 / np.sqrt(c_in * 9))).astype(np.float32)
         b = (rng.standard_normal(c_out) * 0.05).astype(np.float32)
+        if nearest:
+            w[:], b[:] = 0, 0
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
         nodes.append(helper.make_node("Conv", [feat, f"w{i}", f"b{i}"], [f"conv{i}"], pads=[1, 1, 1, 1]))
         feat = f"conv{i}"

@@ -6,6 +6,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 import i2nq
@@ -38,6 +39,68 @@ def test_round_trip_keeps_frames_timestamps_and_audio(upscaler, clip, tmp_path) 
     audio = _audio(clip)
     assert audio and _audio(out) == audio  # packets copied untouched
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+COLOURS = np.array([[200, 30, 40], [30, 180, 60], [40, 60, 200], [230, 220, 30]], np.uint8)
+MATRIX = {1: "ITU709", 6: "ITU601"}
+
+
+def _colour_clip(path: Path, size: tuple[int, int], tags: tuple[int, int] | None) -> Path:
+    """Four vertical colour bars, encoded with the matrix and range of `tags` (colorspace, range) and tagged
+    so, or BT.601 limited range and untagged."""
+    width, height = size
+    spc, rng = tags or (6, 1)
+    image = np.repeat(COLOURS, width // 4, axis=0)[None].repeat(height, axis=0)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=12, options={"crf": "8", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if tags:
+            cc = stream.codec_context
+            cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = spc, rng, spc, spc
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(
+                format="yuv420p", src_colorspace=MATRIX[spc], dst_colorspace=MATRIX[spc], src_color_range=2,
+                dst_color_range=rng)
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def _as_shown(path: Path) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The first frame in RGB as a player shows it: matrix and range from the tags, untagged video taken as
+    BT.709 when HD-sized (else BT.601) and limited range; and the stream's tags."""
+    with av.open(str(path)) as c:
+        cc = c.streams.video[0].codec_context
+        tags = (cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc)
+        frame = next(c.decode(video=0))
+    matrix = MATRIX.get(tags[0], "ITU709" if frame.height > 576 or frame.width >= 1280 else "ITU601")
+    rgb = frame.reformat(format="rgb24", src_colorspace=matrix, dst_colorspace=matrix,
+                         src_color_range=2 if tags[1] == 2 else 1, dst_color_range=2).to_ndarray()
+    return rgb, tags
+
+
+@pytest.mark.parametrize("tags,size,out_tags", [
+    ((1, 1), (64, 48), (1, 1, 1, 1)),  # BT.709, limited range
+    ((6, 2), (64, 48), (6, 2, 6, 6)),  # BT.601, full range
+    (None, (160, 160), (6, 1, 6, 6)),  # untagged SD that becomes HD-sized (640x640 would be guessed BT.709)
+])
+def test_colours_and_colour_tags_survive(tiny_model, tmp_path, tags, size, out_tags) -> None:
+    """Colour bars look the same after upscaling: the frames are converted with the source's matrix and
+    range, and the output says which (before the fix, BT.709 video came out BT.601-encoded and untagged:
+    green 180 was shown as 155)."""
+    upscaler = i2nq.Upscaler(tiny_model(scale=4, nearest=True), device="cpu", tile=0)
+    clip = _colour_clip(tmp_path / "bars.mp4", size, tags)
+    out = upscaler.upscale_video(clip, tmp_path / "out.mp4", crf=8, preset="ultrafast", progress=False)
+    shown, got_tags = _as_shown(out)
+    assert got_tags == out_tags
+    source, _ = _as_shown(clip)
+    bar = size[0] // 4
+    for i in range(4):
+        before = source[8:-8, i * bar + 4:(i + 1) * bar - 4].reshape(-1, 3).mean(0)
+        after = shown[32:-32, 4 * (i * bar + 4):4 * ((i + 1) * bar - 4)].reshape(-1, 3).mean(0)
+        # Each 8-bit YUV <-> RGB round trip may round a level away (full range does, exactly computed).
+        assert np.abs(after - before).max() <= 2, (i, before, after)
 
 
 def test_other_container_and_codec(upscaler, clip, tmp_path) -> None:

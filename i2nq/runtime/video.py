@@ -1,8 +1,11 @@
 """Video: PyAV decode -> batched SR -> encode, with audio and subtitle packets copied untouched.
 
 Decoding and encoding run in their own threads, joined to inference by bounded queues, so they overlap
-with the model and memory stays bounded for any length. Every frame keeps its timestamp. The output is
-written to a temp file and renamed only when complete; an error or Ctrl-C leaves nothing behind.
+with the model and memory stays bounded for any length. Every frame keeps its timestamp. Colours keep
+their meaning: frames go to RGB and back with the source's matrix and range, and the output stream is
+tagged with them (an untagged source gets what players assume for it, made explicit, since the upscaled
+output would otherwise be shown as HD video with another matrix). The output is written to a temp file
+and renamed only when complete; an error or Ctrl-C leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -43,6 +46,51 @@ class VideoOptions:
     def encoder_options(self) -> dict[str, str]:
         """Options for the encoder (x264/x265/VP9/AV1 read crf and preset; others ignore them)."""
         return {"crf": str(self.crf), "preset": self.preset}
+
+
+#: Stream colorspace tag (AVCOL_SPC) -> swscale matrix.
+_MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
+_BT709, _SMPTE170M, _UNSPECIFIED, _MPEG, _JPEG = 1, 6, 2, 1, 2
+#: Exact rounding and full chroma interpolation: swscale's default drifts by about one level per round trip.
+_SWS_FLAGS = (av.video.reformatter.Interpolation.BILINEAR | av.video.reformatter.Interpolation.ACCURATE_RND
+              | av.video.reformatter.Interpolation.FULL_CHR_H_INT)
+
+
+@dataclass(frozen=True)
+class _Color:
+    """The YUV <-> RGB conversion of one video: the source's matrix and range (tag values as FFmpeg numbers)."""
+
+    colorspace: int
+    full_range: bool
+    primaries: int
+    transfer: int
+
+    @classmethod
+    def of(cls, video: av.video.stream.VideoStream) -> _Color:
+        """From the stream's tags; untagged ones as players guess them: BT.709 for HD sizes, else BT.601."""
+        cc = video.codec_context
+        guess = _BT709 if cc.height > 576 or cc.width >= 1280 else _SMPTE170M
+        known = (lambda tag: tag not in (0, _UNSPECIFIED))
+        return cls(cc.colorspace if cc.colorspace in _MATRIX else guess, cc.color_range == _JPEG,
+                   cc.color_primaries if known(cc.color_primaries) else guess,
+                   cc.color_trc if known(cc.color_trc) else guess)
+
+    def _convert(self, frame: av.VideoFrame, fmt: str, to_rgb: bool) -> av.VideoFrame:
+        matrix, yuv_range = _MATRIX[self.colorspace], _JPEG if self.full_range else _MPEG
+        return frame.reformat(format=fmt, src_colorspace=matrix, dst_colorspace=matrix,
+                              src_color_range=yuv_range if to_rgb else _JPEG,
+                              dst_color_range=_JPEG if to_rgb else yuv_range, interpolation=_SWS_FLAGS)
+
+    def to_bgr(self, frame: av.VideoFrame) -> np.ndarray:
+        return self._convert(frame, "bgr24", to_rgb=True).to_ndarray()
+
+    def from_bgr(self, image: np.ndarray, pix_fmt: str) -> av.VideoFrame:
+        return self._convert(av.VideoFrame.from_ndarray(image, format="bgr24"), pix_fmt, to_rgb=False)
+
+    def tag(self, encoder: av.video.stream.VideoStream) -> None:
+        cc = encoder.codec_context
+        cc.colorspace, cc.color_range = self.colorspace, _JPEG if self.full_range else _MPEG
+        cc.color_primaries, cc.color_trc = self.primaries, self.transfer
 
 
 @dataclass
@@ -117,10 +165,12 @@ def upscale_video(src: Path, dst: Path, tiler: Tiler, options: VideoOptions = Vi
                 raise I2NQError(f"cannot write video {dst}: {_reason(exc)}") from None
             try:
                 with sink:
+                    color = _Color.of(video)
                     encoder = _add_encoder(sink, video, tiler.scale, options)
+                    color.tag(encoder)
                     streams = {s.index: sink.add_stream_from_template(s) for s in copied}
                     tiles = tiler.tiles_per_frame(video.codec_context.height, video.codec_context.width)
-                    _run(source, video, copied, sink, encoder, streams, tiler.run, max(1, tiler.batch // tiles),
+                    _run(source, video, copied, sink, encoder, streams, color, tiler.run, max(1, tiler.batch // tiles),
                          tqdm(total=_expected_frames(source, video), unit="frame", desc=src.name,
                               disable=not progress, dynamic_ncols=True))
             except (av.error.FFmpegError, ValueError) as exc:  # e.g. a codec the output container cannot hold
@@ -162,14 +212,14 @@ def _add_encoder(sink: av.container.OutputContainer, video: av.video.stream.Vide
     return encoder
 
 
-def _run(source, video, copied, sink, encoder, streams, upscale, frames_per_call, bar) -> None:
+def _run(source, video, copied, sink, encoder, streams, color, upscale, frames_per_call, bar) -> None:
     """Decode (thread) -> upscale (this thread) -> encode and mux (thread)."""
     pipe = _Pipeline(depth=2 * frames_per_call + 8)
 
     def decode() -> None:
         count = 0
         try:
-            for item in _demux(source, video, copied):
+            for item in _demux(source, video, copied, color):
                 count += isinstance(item, _Frame)
                 pipe.put(pipe.decoded, item)
         except av.error.FFmpegError as exc:
@@ -181,7 +231,7 @@ def _run(source, video, copied, sink, encoder, streams, upscale, frames_per_call
     def encode() -> None:
         while (item := pipe.get(pipe.upscaled)) is not _END:
             if isinstance(item, _Frame):
-                frame = av.VideoFrame.from_ndarray(item.image, format="bgr24")
+                frame = color.from_bgr(item.image, encoder.pix_fmt)
                 frame.pts, frame.time_base = item.pts, item.time_base
                 sink.mux(encoder.encode(frame))
                 bar.update(1)
@@ -226,7 +276,7 @@ def _upscale_stage(pipe: _Pipeline, upscale: Callable[[list[np.ndarray]], list[n
             return
 
 
-def _demux(source, video, copied) -> Iterator[object]:
+def _demux(source, video, copied, color: _Color) -> Iterator[object]:
     """Decoded video frames (BGR, with pts) and copied packets, in file order."""
     step = 1 / ((video.average_rate or Fraction(24)) * video.time_base)
     index = 0
@@ -238,4 +288,4 @@ def _demux(source, video, copied) -> Iterator[object]:
         for frame in packet.decode():
             pts = frame.pts if frame.pts is not None else round(index * step)
             index += 1
-            yield _Frame(frame.to_ndarray(format="bgr24"), pts, video.time_base)
+            yield _Frame(color.to_bgr(frame), pts, video.time_base)
