@@ -103,6 +103,39 @@ def test_colours_and_colour_tags_survive(tiny_model, tmp_path, tags, size, out_t
         assert np.abs(after - before).max() <= 2, (i, before, after)
 
 
+def test_ten_bit_source_stays_ten_bit(tiny_model, tmp_path) -> None:
+    """A 10-bit source goes through the model as 16-bit RGB and comes out 10-bit: a gentle gradient keeps
+    its fine steps (8-bit frames would leave about a quarter of its levels)."""
+    width, height = 128, 16
+    ramp = np.linspace(0.35, 0.50, width)  # ~150 ten-bit levels, ~38 eight-bit ones
+    rgb = (np.broadcast_to(ramp[None, :, None], (height, width, 3)) * 65535).astype(np.uint16)
+    clip = tmp_path / "deep.mp4"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("libx264", rate=12, options={"crf": "0", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p10le"
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb48le").reformat(
+                format="yuv420p10le", src_colorspace="ITU601", dst_colorspace="ITU601", src_color_range=2,
+                dst_color_range=1)
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    upscaler = i2nq.Upscaler(tiny_model(scale=2, nearest=True), device="cpu", tile=0)
+    result = upscaler.upscale_video(clip, tmp_path / "out.mp4", crf=0, preset="ultrafast", progress=False)
+
+    def luma(path: Path) -> tuple[str, np.ndarray]:
+        with av.open(str(path)) as c:
+            frame = next(c.decode(video=0))
+            return frame.format.name, frame.reformat(format="gray16le").to_ndarray()
+
+    fmt, y = luma(result)
+    _, y_src = luma(clip)
+    assert fmt == "yuv420p10le"
+    row, row_src = y[height], y_src[height // 2]
+    assert len(np.unique(row)) > 100 and len(np.unique(row_src)) > 100
+    assert np.abs(row[::2].astype(int) - row_src.astype(int)).max() <= 2 * 64  # within 2 ten-bit codes
+
+
 def test_other_container_and_codec(upscaler, clip, tmp_path) -> None:
     out = upscaler.upscale_video(clip, tmp_path / "out.mkv", codec="mpeg4", progress=False)
     assert len(_video(out)[1]) == 12 and _audio(out)

@@ -4,8 +4,9 @@ Decoding and encoding run in their own threads, joined to inference by bounded q
 with the model and memory stays bounded for any length. Every frame keeps its timestamp. Colours keep
 their meaning: frames go to RGB and back with the source's matrix and range, and the output stream is
 tagged with them (an untagged source gets what players assume for it, made explicit, since the upscaled
-output would otherwise be shown as HD video with another matrix). The output is written to a temp file
-and renamed only when complete; an error or Ctrl-C leaves nothing behind.
+output would otherwise be shown as HD video with another matrix), and a 10-bit source stays 10-bit where
+the encoder can. The output is written to a temp file and renamed only when complete; an error or Ctrl-C
+leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -58,12 +59,14 @@ _SWS_FLAGS = (av.video.reformatter.Interpolation.BILINEAR | av.video.reformatter
 
 @dataclass(frozen=True)
 class _Color:
-    """The YUV <-> RGB conversion of one video: the source's matrix and range (tag values as FFmpeg numbers)."""
+    """The YUV <-> RGB conversion of one video: the source's matrix and range (tag values as FFmpeg numbers),
+    and whether it has more than 8 bits per sample (then frames travel as 16-bit RGB)."""
 
     colorspace: int
     full_range: bool
     primaries: int
     transfer: int
+    deep: bool
 
     @classmethod
     def of(cls, video: av.video.stream.VideoStream) -> _Color:
@@ -71,9 +74,14 @@ class _Color:
         cc = video.codec_context
         guess = _BT709 if cc.height > 576 or cc.width >= 1280 else _SMPTE170M
         known = (lambda tag: tag not in (0, _UNSPECIFIED))
+        deep = cc.format is not None and max(c.bits for c in cc.format.components) > 8
         return cls(cc.colorspace if cc.colorspace in _MATRIX else guess, cc.color_range == _JPEG,
                    cc.color_primaries if known(cc.color_primaries) else guess,
-                   cc.color_trc if known(cc.color_trc) else guess)
+                   cc.color_trc if known(cc.color_trc) else guess, deep)
+
+    @property
+    def rgb(self) -> str:
+        return "bgr48le" if self.deep else "bgr24"
 
     def _convert(self, frame: av.VideoFrame, fmt: str, to_rgb: bool) -> av.VideoFrame:
         matrix, yuv_range = _MATRIX[self.colorspace], _JPEG if self.full_range else _MPEG
@@ -82,10 +90,11 @@ class _Color:
                               dst_color_range=_JPEG if to_rgb else yuv_range, interpolation=_SWS_FLAGS)
 
     def to_bgr(self, frame: av.VideoFrame) -> np.ndarray:
-        return self._convert(frame, "bgr24", to_rgb=True).to_ndarray()
+        """BGR uint8, or uint16 for a deep source."""
+        return self._convert(frame, self.rgb, to_rgb=True).to_ndarray()
 
     def from_bgr(self, image: np.ndarray, pix_fmt: str) -> av.VideoFrame:
-        return self._convert(av.VideoFrame.from_ndarray(image, format="bgr24"), pix_fmt, to_rgb=False)
+        return self._convert(av.VideoFrame.from_ndarray(image, format=self.rgb), pix_fmt, to_rgb=False)
 
     def tag(self, encoder: av.video.stream.VideoStream) -> None:
         cc = encoder.codec_context
@@ -166,8 +175,7 @@ def upscale_video(src: Path, dst: Path, tiler: Tiler, options: VideoOptions = Vi
             try:
                 with sink:
                     color = _Color.of(video)
-                    encoder = _add_encoder(sink, video, tiler.scale, options)
-                    color.tag(encoder)
+                    encoder = _add_encoder(sink, video, tiler.scale, options, color)
                     streams = {s.index: sink.add_stream_from_template(s) for s in copied}
                     tiles = tiler.tiles_per_frame(video.codec_context.height, video.codec_context.width)
                     _run(source, video, copied, sink, encoder, streams, color, tiler.run, max(1, tiler.batch // tiles),
@@ -196,8 +204,9 @@ def _reason(exc: BaseException) -> str:
 
 
 def _add_encoder(sink: av.container.OutputContainer, video: av.video.stream.VideoStream, scale: int,
-                 options: VideoOptions) -> av.video.stream.VideoStream:
-    """A video stream at `scale` times the input size that keeps the input's time base (so pts carry over)."""
+                 options: VideoOptions, color: _Color) -> av.video.stream.VideoStream:
+    """A video stream at `scale` times the input size that keeps the input's time base (so pts carry over),
+    tagged with the source's colours."""
     try:
         av.codec.Codec(options.codec, "w")
     except (av.error.FFmpegError, ValueError):
@@ -206,9 +215,13 @@ def _add_encoder(sink: av.container.OutputContainer, video: av.video.stream.Vide
     encoder = sink.add_stream(options.codec, rate=rate, options=options.encoder_options())
     width, height = video.codec_context.width * scale, video.codec_context.height * scale
     encoder.width, encoder.height = width, height
-    encoder.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    deep = pix_fmt + "10le"  # a deep source stays 10-bit where the encoder can (x264, x265, SVT-AV1)
+    supported = {f.name for f in encoder.codec_context.codec.video_formats or ()}
+    encoder.pix_fmt = deep if color.deep and deep in supported else pix_fmt
     encoder.time_base = video.time_base
     encoder.codec_context.time_base = video.time_base
+    color.tag(encoder)
     return encoder
 
 
