@@ -136,6 +136,26 @@ def test_ten_bit_source_stays_ten_bit(tiny_model, tmp_path) -> None:
     assert np.abs(row[::2].astype(int) - row_src.astype(int)).max() <= 2 * 64  # within 2 ten-bit codes
 
 
+def test_rotation_and_pixel_aspect_survive(upscaler, tmp_path) -> None:
+    """A phone clip's display rotation and an anamorphic (DVD-like) pixel aspect ratio carry over."""
+    clip = tmp_path / "rotated.mp4"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("libx264", rate=12, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 32, 16, "yuv420p"
+        stream.set_display_rotation(90)
+        stream.codec_context.sample_aspect_ratio = Fraction(32, 27)
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(np.full((16, 32, 3), 90, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    result = upscaler.upscale_video(clip, tmp_path / "out.mp4", preset="ultrafast", progress=False)
+    with av.open(str(result)) as c:
+        stream = c.streams.video[0]
+        assert (stream.codec_context.width, stream.sample_aspect_ratio) == (64, Fraction(32, 27))
+        assert next(c.decode(stream)).rotation == 90
+
+
 def test_other_container_and_codec(upscaler, clip, tmp_path) -> None:
     out = upscaler.upscale_video(clip, tmp_path / "out.mkv", codec="mpeg4", progress=False)
     assert len(_video(out)[1]) == 12 and _audio(out)

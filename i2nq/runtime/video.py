@@ -175,7 +175,7 @@ def upscale_video(src: Path, dst: Path, tiler: Tiler, options: VideoOptions = Vi
             try:
                 with sink:
                     color = _Color.of(video)
-                    encoder = _add_encoder(sink, video, tiler.scale, options, color)
+                    encoder = _add_encoder(sink, video, tiler.scale, options, color, _display_matrix(src))
                     streams = {s.index: sink.add_stream_from_template(s) for s in copied}
                     tiles = tiler.tiles_per_frame(video.codec_context.height, video.codec_context.width)
                     _run(source, video, copied, sink, encoder, streams, color, tiler.run, max(1, tiler.batch // tiles),
@@ -204,9 +204,9 @@ def _reason(exc: BaseException) -> str:
 
 
 def _add_encoder(sink: av.container.OutputContainer, video: av.video.stream.VideoStream, scale: int,
-                 options: VideoOptions, color: _Color) -> av.video.stream.VideoStream:
+                 options: VideoOptions, color: _Color, display_matrix: list[int] | None) -> av.video.stream.VideoStream:
     """A video stream at `scale` times the input size that keeps the input's time base (so pts carry over),
-    tagged with the source's colours."""
+    tagged with the source's colours, pixel aspect ratio and display rotation."""
     try:
         av.codec.Codec(options.codec, "w")
     except (av.error.FFmpegError, ValueError):
@@ -222,7 +222,19 @@ def _add_encoder(sink: av.container.OutputContainer, video: av.video.stream.Vide
     encoder.time_base = video.time_base
     encoder.codec_context.time_base = video.time_base
     color.tag(encoder)
+    if video.codec_context.sample_aspect_ratio:  # anamorphic video (e.g. DVD): the same pixel shape, scaled
+        encoder.codec_context.sample_aspect_ratio = video.codec_context.sample_aspect_ratio
+    if display_matrix is not None:  # e.g. a phone clip shot upright: frames stay as coded, shown rotated
+        encoder.set_display_matrix(display_matrix)
     return encoder
+
+
+def _display_matrix(src: Path) -> list[int] | None:
+    """The source's display matrix (rotation/flip, 9 int32), which FFmpeg hands over on decoded frames."""
+    with av.open(str(src)) as probe:
+        frame = next(probe.decode(video=0), None)
+    side = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX) if frame is not None else None
+    return np.frombuffer(bytes(side), "<i4").tolist() if side is not None else None
 
 
 def _run(source, video, copied, sink, encoder, streams, color, upscale, frames_per_call, bar) -> None:
