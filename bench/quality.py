@@ -7,6 +7,8 @@ then assembles the table from the job results. Nothing here is tuned on the eval
 
   python bench/quality.py --float runs/edsr-small-x4-fp32.safetensors --work runs/quality --jobs all
   python bench/quality.py --float runs/edsr-small-x4-fp32.safetensors --work runs/quality --report bench/results/quality.md
+
+`--steps 0` measures post-training quantization (calibration only) the same way (bench/results/quality-ptq.md).
 """
 
 from __future__ import annotations
@@ -123,15 +125,17 @@ def report(args: argparse.Namespace) -> str:
             results[name] = res
             rows.append((name, {r["name"]: (r["psnr_y"], r["ssim_y"]) for r in res["images"]}, (res["psnr_y"], res["ssim_y"])))
     images = [r["name"] for r in fl["images"]]
-    lines = [f"Model: {fl['model']['arch']} x{fl['model']['scale']} (float parent {args.float.name}); QAT budget "
-             f"{args.steps} steps, batch 16, LR patch 32, the same calibration batches for every quantizer.", "",
+    budget = (f"QAT budget {args.steps} steps, batch 16, LR patch 32" if args.steps else
+              "post-training only: calibrated codebooks, clips and FSWA scales, no QAT")
+    lines = [f"Model: {fl['model']['arch']} x{fl['model']['scale']} (float parent {args.float.name}); {budget}; "
+             f"the same calibration batches for every quantizer.", "",
              "Y-PSNR (dB) / SSIM, border = scale, output rounded to 8 bits:", "",
              "| model | " + " | ".join(images) + " | mean | vs float |",
              "|---" * (len(images) + 3) + "|"]
     for name, per, (mp, ms) in rows:
         cells = " | ".join(f"{per[i][0]:.2f} / {per[i][1]:.4f}" for i in images)
         lines.append(f"| {name} | {cells} | **{mp:.3f}** / {ms:.4f} | {mp - fl['psnr_y']:+.3f} |")
-    lines += ["", "Level usage: entropy (bits) of weight codes per quantized layer after QAT "
+    lines += ["", f"Level usage: entropy (bits) of weight codes per quantized layer {'after QAT' if args.steps else 'after calibration'} "
               "(max = bits), and of activation codes on the evaluation images:", "",
               "| model | weight entropy per layer | mean | activation entropy mean |", "|---|---|---|---|"]
     for name, res in results.items():
