@@ -8,7 +8,7 @@ from i2nq.runtime.backends import BACKENDS
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register `upscale` and `demo`."""
+    """Register `upscale`, `inspect` and `demo`."""
     up = subparsers.add_parser("upscale", help="upscale an image, a folder of images or a video",
                                description="Upscale an image (PNG, JPEG, TIFF, WebP), a folder of images or a "
                                            "video (MP4, MKV, MOV, WebM, AVI) with an I²NQ model.")
@@ -27,6 +27,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     video.add_argument("--preset", default="medium", help="encoder speed preset (default: medium)")
     video.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     up.set_defaults(func=_upscale)
+
+    inspect = subparsers.add_parser("inspect", help="what a model file holds: scale, bits, receptive field, sites",
+                                    description="Describe a model (a shipped name, .onnx, .safetensors checkpoint or "
+                                                ".engine): scale, bits, receptive field, quantized sites and "
+                                                "codebooks, where the bytes go. Needs no torch.")
+    inspect.add_argument("model", help="shipped model name or model file")
+    inspect.add_argument("--json", action="store_true", help="print the full description as JSON")
+    inspect.set_defaults(func=_inspect)
 
     demo = subparsers.add_parser("demo", help="upscale the shipped sample image and clip on the CPU",
                                  description="Upscale the shipped sample image and clip and compare with bicubic.")
@@ -50,6 +58,15 @@ def _upscale(args: argparse.Namespace) -> None:
                   overlap=args.overlap, batch=args.batch, overwrite=args.overwrite, codec=args.codec, crf=args.crf,
                   preset=args.preset, progress=args.progress)
     print(f"wrote {out}")
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    import json
+
+    from i2nq.runtime.inspect import describe, inspect_model
+
+    info = inspect_model(args.model)
+    print(json.dumps(info, indent=1) if args.json else describe(info))
 
 
 def _demo(args: argparse.Namespace) -> None:
