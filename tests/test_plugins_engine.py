@@ -3,6 +3,8 @@ one-line errors for missing TensorRT, CuPy or i2nq metadata."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -184,3 +186,17 @@ def test_profile_shapes() -> None:
     assert low[0] == 1 and high[0] >= opt[0] and low[2] <= opt[2] <= high[2]
     with pytest.raises(I2NQError, match="tile"):
         profile_shapes(3, (0, 64), None)
+
+
+def test_engine_side_needs_neither_pyav_nor_torch(tmp_path: Path) -> None:
+    """A GPU machine that builds and runs engines may lack PyAV (the lent H200's image does) and torch: the
+    engine, plugin-library and backend modules and `i2nq inspect` import without them."""
+    for missing in ("av", "torch"):
+        (tmp_path / f"{missing}.py").write_text(f"raise ImportError('no {missing} here (simulated)')\n")
+    code = ("import i2nq.plugins.engine, i2nq.plugins.library, i2nq.plugins.gpu, i2nq.runtime.backends, "
+            "i2nq.runtime.inspect, i2nq.runtime.backends.tensorrt; "
+            "from i2nq.cli import main; raise SystemExit(main(['inspect', 'default']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "edsr-small" in result.stdout
