@@ -148,7 +148,9 @@ def describe(info: dict) -> str:
                          + (", FSWA" if q.get("fswa") else "") + f"; {len(info['quantized_convs'])} quantized convs")
         if info.get("training"):
             t = info["training"]
-            lines.append(f"  training     {t.get('kind', 'train')}, {t.get('steps')} steps")
+            done = "calibration only (post-training)" if t.get("kind") == "qat" and not t.get("steps") else \
+                f"{t.get('kind', 'train')}, {t.get('steps')} steps"
+            lines.append(f"  training     {done}")
     else:
         r = info["record"]
         lines.append(f"  built by     TensorRT {r['tensorrt']} for {r['gpu']}; plugin {r['plugin_version']}; "
