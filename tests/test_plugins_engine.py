@@ -3,12 +3,15 @@ one-line errors for missing TensorRT, CuPy or i2nq metadata."""
 
 from __future__ import annotations
 
+import importlib.machinery
+import json
 import os
 import subprocess
 import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from i2nq.cli import main
@@ -20,6 +23,7 @@ from i2nq.plugins.engine import EngineRecord, build_engine, load_engine, profile
 def fake_tensorrt(version: str = "11.1.0") -> types.ModuleType:
     """Just enough of the TensorRT Python API for build_engine / load_engine; counts engine builds."""
     trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # so importlib.util.find_spec sees it
     trt.__version__ = version
     trt.builds = 0
 
@@ -32,10 +36,11 @@ def fake_tensorrt(version: str = "11.1.0") -> types.ModuleType:
     class Parser:
         num_errors = 0
 
-        def __init__(self, network: object, logger: Logger) -> None:
-            pass
+        def __init__(self, network: types.SimpleNamespace, logger: Logger) -> None:
+            self.network = network
 
         def parse_from_file(self, path: str) -> bool:
+            self.network.onnx = path
             return True
 
     class TimingCache:
@@ -66,8 +71,8 @@ def fake_tensorrt(version: str = "11.1.0") -> types.ModuleType:
         def __init__(self, logger: Logger) -> None:
             pass
 
-        def create_network(self, flags: int) -> object:
-            return object()
+        def create_network(self, flags: int) -> types.SimpleNamespace:
+            return types.SimpleNamespace()
 
         def create_builder_config(self) -> Config:
             return Config()
@@ -75,20 +80,128 @@ def fake_tensorrt(version: str = "11.1.0") -> types.ModuleType:
         def create_optimization_profile(self) -> Profile:
             return Profile()
 
-        def build_serialized_network(self, network: object, config: Config) -> bytes:
+        def build_serialized_network(self, network: types.SimpleNamespace, config: Config) -> bytes:
             trt.builds += 1
-            return f"engine #{trt.builds} {config.profile.shapes}".encode()
+            return json.dumps(dict(n=trt.builds, onnx=network.onnx, profile=config.profile.shapes)).encode()
 
     class Runtime:
         def __init__(self, logger: Logger) -> None:
             pass
 
-        def deserialize_cuda_engine(self, data: bytes) -> tuple:
-            return ("engine", data)
+        def deserialize_cuda_engine(self, data: bytes) -> FakeEngine | None:
+            try:
+                return FakeEngine(json.loads(data))
+            except ValueError:
+                return None
 
     trt.Logger, trt.OnnxParser, trt.Builder, trt.Runtime = Logger, Parser, Builder, Runtime
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="input", OUTPUT="output")
+    trt.nptype = np.dtype
     return trt
+
+
+class FakeEngine:
+    """A 'built engine': the ONNX model run by ONNX Runtime on the host 'device buffers' of fake_cupy, within
+    its optimization profile (like a TensorRT engine, it refuses input shapes outside it)."""
+
+    def __init__(self, data: dict) -> None:
+        import onnxruntime as ort
+
+        self.n, self.profile = data["n"], [tuple(s) for s in data["profile"]]
+        self.session = ort.InferenceSession(data["onnx"], providers=["CPUExecutionProvider"])
+        io = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self.names = [v.name for v in io]
+        self.dtypes = [np.float16 if "float16" in v.type else np.float32 for v in io]
+        self.num_io_tensors = 2
+        self.runs: list[tuple[int, ...]] = []
+
+    def get_tensor_name(self, i: int) -> str:
+        return self.names[i]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "input" if name == self.names[0] else "output"
+
+    def get_tensor_dtype(self, name: str) -> type:
+        return self.dtypes[self.names.index(name)]
+
+    def get_tensor_profile_shape(self, name: str, profile: int) -> list[tuple[int, ...]]:
+        return self.profile
+
+    def create_execution_context(self) -> FakeContext:
+        return FakeContext(self)
+
+
+class FakeContext:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine, self.shape, self.address = engine, None, {}
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        low, _, high = self.engine.profile
+        ok = len(shape) == 4 and all(lo <= d <= hi for lo, d, hi in zip(low, shape, high))
+        self.shape = tuple(shape) if ok else None
+        return ok
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        n, c, h, w = self.shape
+        scale = int(self.engine.session.get_modelmeta().custom_metadata_map["i2nq.scale"])
+        return (n, c, h * scale, w * scale)
+
+    def set_tensor_address(self, name: str, ptr: int) -> None:
+        self.address[name] = ptr
+
+    def execute_async_v3(self, stream: int) -> bool:
+        if self.shape is None:
+            return False
+        x = FakeDeviceArray.memory[self.address[self.engine.names[0]]]
+        assert x.shape == self.shape and x.dtype == self.engine.dtypes[0]
+        self.engine.runs.append(x.shape)
+        y = FakeDeviceArray.memory[self.address[self.engine.names[1]]]
+        y[...] = self.engine.session.run(None, {self.engine.names[0]: x})[0]
+        return True
+
+
+class FakeDeviceArray:
+    """A 'device' array: host memory, addressed by pointer like a CuPy array."""
+
+    memory: dict[int, np.ndarray] = {}
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.a, self.shape = a, a.shape
+        self.data = types.SimpleNamespace(ptr=a.ctypes.data)
+        FakeDeviceArray.memory[a.ctypes.data] = a
+
+    def __getitem__(self, index) -> FakeDeviceArray:
+        return FakeDeviceArray(self.a[index])
+
+
+def fake_cupy() -> types.ModuleType:
+    """Just enough of CuPy for the tensorrt backend: one 'GPU', streams, transfers."""
+    cp = types.ModuleType("cupy")
+    cp.__spec__ = importlib.machinery.ModuleSpec("cupy", None)
+
+    class Stream:
+        ptr = 0
+
+        def __init__(self, non_blocking: bool = False) -> None:
+            pass
+
+        def __enter__(self) -> Stream:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def synchronize(self) -> None:
+            pass
+
+    cp.asarray = lambda a: FakeDeviceArray(np.array(a))
+    cp.empty = lambda shape, dtype: FakeDeviceArray(np.full(shape, np.nan, dtype))
+    cp.asnumpy = lambda d, stream=None: d.a.copy()
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDeviceProperties=lambda i: {"name": b"Fake GPU"})
+    cp.cuda = types.SimpleNamespace(Stream=Stream, runtime=runtime,
+                                    Device=lambda i: types.SimpleNamespace(use=lambda: None))
+    return cp
 
 
 @pytest.fixture
@@ -111,7 +224,7 @@ def test_cache_reuses_a_valid_engine_and_rebuilds_a_stale_one(trt: types.ModuleT
     assert build_engine(onnx) == path and trt.builds == 1
     path.write_bytes(b"truncated")  # a damaged entry is rebuilt, never used
     assert build_engine(onnx) == path and trt.builds == 2
-    assert path.read_bytes().startswith(b"engine #2")
+    assert json.loads(path.read_bytes())["n"] == 2
     sidecar_path(path).unlink()  # so is one without its record
     assert build_engine(onnx) == path and trt.builds == 3
 
@@ -133,7 +246,7 @@ def test_engine_from_another_tensorrt_or_gpu_is_refused(trt: types.ModuleType, t
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     path = build_engine(tiny_model(), tmp_path / "model.engine", tile=(32, 32), batch=1)
     engine, record = load_engine(trt, path)
-    assert engine[0] == "engine" and record.meta.receptive_field == 3
+    assert engine.n == 1 and record.meta.receptive_field == 3
     trt.__version__ = "10.9.0"
     with pytest.raises(I2NQError, match="built by TensorRT 11.1.0.*rebuild"):
         load_engine(trt, path)
@@ -200,3 +313,59 @@ def test_engine_side_needs_neither_pyav_nor_torch(tmp_path: Path) -> None:
                             env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "edsr-small" in result.stdout
+
+
+@pytest.fixture
+def gpu(trt: types.ModuleType, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """The fake tensorrt plus a fake CuPy: the tensorrt backend runs, its engine computing with ONNX Runtime."""
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
+    return trt
+
+
+def _frame(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), np.uint8)
+
+
+@pytest.mark.parametrize("size", [(40, 37), (10, 12)])  # larger than the engine's tile, and smaller
+def test_tensorrt_backend_static_engine_equals_whole_frame(gpu: types.ModuleType, tiny_model, size) -> None:
+    """A static 3x3x16x16 engine: every call is exactly that shape (short batches padded, small frames padded),
+    and the tiled result equals the whole frame run by ONNX Runtime (for a frame smaller than the tile, away
+    from the padded bottom and right edges: the padding is documented as approximate there)."""
+    import i2nq
+
+    model = tiny_model()
+    up = i2nq.Upscaler(model, backend="tensorrt", device="cuda", tile=16, batch=3)
+    assert up.backend.name == "tensorrt" and up.backend.fixed_shape == (16, 16) and up.backend.max_batch == 3
+    frame = _frame(*size)
+    want = i2nq.Upscaler(model, backend="onnxruntime", device="cpu", tile=0).upscale(frame)
+    got = up.upscale(frame)
+    assert got.shape == want.shape
+    exact_h, exact_w = (size[0] - (16 > size[0]) * 3) * 2, (size[1] - (16 > size[1]) * 3) * 2  # radius 3, x2
+    np.testing.assert_array_equal(got[:exact_h, :exact_w], want[:exact_h, :exact_w])
+    runs = up.backend.engine.runs
+    assert runs and set(runs) == {(3, 3, 16, 16)}
+
+
+def test_tensorrt_backend_dynamic_engine_chunks_and_fp16(gpu: types.ModuleType, tiny_model) -> None:
+    """A dynamic engine of the fp16 (tensorrt-flavor) graph: batches above its maximum go in chunks, inputs are
+    cast to fp16 and outputs back to float32, as ONNX Runtime's backend does."""
+    import i2nq
+    from i2nq.runtime.backends import open_backend
+
+    model = tiny_model(dtype="float16")
+    trt_backend = open_backend(model, "tensorrt", "cuda")
+    assert trt_backend.fixed_shape is None and trt_backend.max_batch == 4
+    x = np.random.default_rng(1).random((10, 3, 12, 9), dtype=np.float32)
+    y = trt_backend.run(x)
+    assert y.dtype == np.float32 and y.shape == (10, 3, 24, 18)
+    assert [r[0] for r in trt_backend.engine.runs] == [4, 4, 2]
+    np.testing.assert_array_equal(y, open_backend(model, "onnxruntime", "cpu").run(x))
+    assert i2nq.Upscaler(model, backend="tensorrt", device="cuda").upscale(_frame(20, 30)).shape == (40, 60, 3)
+
+
+def test_tensorrt_backend_refuses_shapes_outside_the_profile(gpu: types.ModuleType, tiny_model) -> None:
+    from i2nq.runtime.backends import open_backend
+
+    backend = open_backend(tiny_model(), "tensorrt", "cuda", tile=(16, 16), batch=2)
+    with pytest.raises(I2NQError, match=r"outside the engine's profile \(2, 3, 16, 16\)"):
+        backend.run(np.zeros((2, 3, 20, 16), np.float32))

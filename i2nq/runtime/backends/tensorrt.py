@@ -40,7 +40,8 @@ class TensorRTBackend(Backend):
         self.input_name, self.output_name = inputs[0], outputs[0]
         self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
         self.output_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
-        low, _, high = (tuple(s) for s in self.engine.get_tensor_profile_shape(self.input_name, 0))
+        self._profile = [tuple(s) for s in self.engine.get_tensor_profile_shape(self.input_name, 0)]
+        low, _, high = self._profile
         self.fixed_shape = (high[2], high[3]) if low[2:] == high[2:] else None
         self.max_batch = high[0]
         self._min_batch = low[0]
@@ -58,7 +59,9 @@ class TensorRTBackend(Backend):
             x = np.concatenate([x, np.zeros((self._min_batch - n,) + x.shape[1:], x.dtype)])
         with self.stream:
             d_in = cp.asarray(np.ascontiguousarray(x, dtype=self.input_dtype))
-            self.context.set_input_shape(self.input_name, d_in.shape)
+            if not self.context.set_input_shape(self.input_name, d_in.shape):
+                raise I2NQError(f"input shape {tuple(d_in.shape)} is outside the engine's profile "
+                                f"{self._profile[0]}..{self._profile[2]}; rebuild it with i2nq build-engine")
             d_out = cp.empty(tuple(self.context.get_tensor_shape(self.output_name)), self.output_dtype)
             self.context.set_tensor_address(self.input_name, d_in.data.ptr)
             self.context.set_tensor_address(self.output_name, d_out.data.ptr)
