@@ -115,6 +115,33 @@ def test_onnxruntime_equals_torch(models, bits) -> None:
         assert psnr(got, want) > 100 and np.abs(got - want).max() < 1e-5
 
 
+def test_relu_absorbed_by_a_nonnegative_quantizer_is_dropped(models) -> None:
+    """A ReLU before a NUQuant whose levels are all >= 0 changes nothing, so the export drops it (and
+    fold_relus_ drops it from a torch model): exactly the same output, torch vs torch and ORT vs torch."""
+    import copy
+
+    from i2nq.models.edsr import ResBlock, fold_relus_
+
+    model = copy.deepcopy(models[3])
+    blocks = [b for b in model.body if isinstance(b, ResBlock)]
+    assert all(b.conv2.absorbs_relu() and not b.conv1.absorbs_relu() for b in blocks)  # zero-pinned vs signed
+    with torch.no_grad():  # one block whose post-ReLU codebook dips below 0 keeps its ReLU
+        cb = blocks[1].conv2.act_quant.codebook
+        cb.zero_level = False
+        cb.set_levels(cb.levels() - 0.5 * cb.levels()[1])
+    assert not blocks[1].conv2.absorbs_relu()
+    proto = to_onnx(model)
+    relus = [n.name for n in proto.graph.node if n.op_type == "Relu"]
+    assert relus == ["body.1.act"]
+    x = np.random.default_rng(5).random((2, 3, 12, 15), dtype=np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x))
+        folded = fold_relus_(copy.deepcopy(model))
+        assert isinstance(folded.body[0].act, torch.nn.Identity) and isinstance(folded.body[1].act, torch.nn.ReLU)
+        assert torch.equal(folded(torch.from_numpy(x)), want)
+    assert np.abs(session(proto).run(None, {"input": x})[0] - want.numpy()).max() < 1e-5
+
+
 @pytest.mark.parametrize("scale", [3, 4])
 def test_other_scales_and_the_no_skip_arch(scale) -> None:
     for model in (tiny(3, scale=scale, n_blocks=1), tiny(None, scale=scale, arch="edsr-baseline", n_blocks=1)):

@@ -110,11 +110,13 @@ def _bench_dtype(ops, bench: Callable, device: str, dtype: torch.dtype, n: int, 
 
 def build_models(scale: int, device: str, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
     """Plain EDSR-baseline and its I²NQ W4A4 twin, calibrated on random frames, frozen as deployed: weights
-    dequantized once (as LUTDequant does) and codebooks constant (as in the exported graph).
+    dequantized once (as LUTDequant does), codebooks constant and the ReLUs that the zero-pinned post-ReLU
+    quantizers absorb dropped (as in the exported graph).
 
     The one place that knows the model API; adapt here if i2nq.models / i2nq.quant change.
     """
     from i2nq.models import build
+    from i2nq.models.edsr import fold_relus_
     from i2nq.quant import I2NQConfig, calibrate_, quantize_, quantized_sites
 
     torch.manual_seed(0)
@@ -133,7 +135,7 @@ def build_models(scale: int, device: str, dtype: torch.dtype) -> dict[str, torch
         for _, conv in quantized_sites(quant):
             codebook = conv.act_quant.codebook
             codebook.levels = (lambda levels: lambda: levels)(codebook.levels().detach())
-    return {"plain": plain.to(dtype), "i2nq": quant}
+    return {"plain": plain.to(dtype), "i2nq": fold_relus_(quant)}
 
 
 def _frozen_forward(self, x: torch.Tensor) -> torch.Tensor:

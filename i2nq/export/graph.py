@@ -5,7 +5,8 @@ deterministic, readable graph in one pass: activation sites become NUQuant nodes
 become packed codes + levels rebuilt by LUTDequant, float layers stay plain initializers, and nothing
 from the training-time quantizers (STE, observers, float shadow weights) leaks into the file.
 
-Mapping: Conv2d -> Conv, ReLU -> Relu, PixelShuffle(r) -> DepthToSpace(r, mode="CRD") (same channel
+Mapping: Conv2d -> Conv, ReLU -> Relu (dropped before a NUQuant whose levels are all >= 0, which maps
+every x <= 0 to level 0 anyway: QuantConv2d.absorbs_relu), PixelShuffle(r) -> DepthToSpace(r, mode="CRD") (same channel
 order), bicubic skip -> Resize(cubic, cubic_coeff_a=-0.75, half_pixel), which equals torch's
 F.interpolate(mode="bicubic", align_corners=False) including the replicated border.
 """
@@ -91,7 +92,8 @@ class GraphBuilder:
             return x
         if isinstance(m, ResBlock):
             h = self.conv(f"{prefix}.conv1", x, m.conv1)
-            h = self.node("Relu", [h], f"{prefix}.act")
+            if not (isinstance(m.conv2, QuantConv2d) and m.conv2.absorbs_relu()):  # else NUQuant does its work
+                h = self.node("Relu", [h], f"{prefix}.act")
             h = self.conv(f"{prefix}.conv2", h, m.conv2)
             if m.res_scale != 1.0:
                 h = self.node("Mul", [h, self.const(f"{prefix}.res_scale", np.array(m.res_scale))], f"{prefix}.scaled")

@@ -37,6 +37,15 @@ class ResBlock(nn.Module):
         return x + res * self.res_scale if self.res_scale != 1.0 else x + res
 
 
+def fold_relus_(model: nn.Module) -> nn.Module:
+    """Deployment: drop each ResBlock's ReLU whose quantized conv2 absorbs it (see QuantConv2d.absorbs_relu),
+    saving one elementwise pass per block with the same output. Returns the model."""
+    for block in model.modules():
+        if isinstance(block, ResBlock) and getattr(block.conv2, "absorbs_relu", lambda: False)():
+            block.act = nn.Identity()
+    return model
+
+
 def upsampler(scale: int, n_feats: int) -> nn.Sequential:
     """Sub-pixel upsampler: log2(scale) stages of conv + PixelShuffle(2), or one x3 stage."""
     layers: list[nn.Module] = []

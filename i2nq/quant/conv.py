@@ -25,6 +25,12 @@ class QuantConv2d(nn.Module):
         w = self.weight if self.act_quant.observing else self.weight_quant(self.weight)
         return F.conv2d(self.act_quant(x), w, self.bias, self.stride, self.padding)
 
+    def absorbs_relu(self) -> bool:
+        """Whether a ReLU right before this conv changes nothing: with every input level >= 0, every
+        threshold is >= 0 too, so the quantizer maps all x <= 0 (and NaN) to level 0, as it maps ReLU(x) = 0.
+        Post-ReLU sites pin level 0 at exactly 0, so deployment can drop their ReLU pass."""
+        return not self.act_quant.observing and bool(self.act_quant.codebook.levels()[0] >= 0)
+
     def extra_repr(self) -> str:
         o, i, kh, kw = self.weight.shape
         return f"{i}, {o}, kernel_size=({kh}, {kw}), stride={self.stride}, padding={self.padding}"

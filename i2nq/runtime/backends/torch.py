@@ -26,10 +26,11 @@ class TorchBackend(Backend):
         import torch
 
         from i2nq.models import load
+        from i2nq.models.edsr import fold_relus_
 
         self.torch = torch
         self.device = torch.device("cpu" if device is None else f"cuda:{device}")
-        self.module = load(model).to(self.device).eval()
+        self.module = fold_relus_(load(model).to(self.device).eval())
         info = self.module.info
         self.meta = ModelMeta(arch=info.arch, scale=int(info.scale), bits=info.bits,
                               receptive_field=int(info.receptive_field))
