@@ -13,7 +13,9 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstring>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -35,9 +37,10 @@
 namespace i2nq_emu
 {
 
-//! Dynamic shared memory of the running block (sized per launch; 48 KiB is the default CUDA limit).
+//! Dynamic shared memory of the running block: a fresh heap block of exactly the launch's size (so that
+//! AddressSanitizer flags any access past it), filled with garbage; 48 KiB is the default CUDA limit.
 constexpr size_t kMaxDynamicSmem = 48 * 1024;
-alignas(16) inline unsigned char gDynamicSmem[kMaxDynamicSmem];
+inline unsigned char* gDynamicSmem = nullptr;
 inline cudaError_t gLastError = cudaSuccess;
 
 //! A reusable barrier on a mutex and condition variable (which ThreadSanitizer models exactly).
@@ -151,8 +154,11 @@ void i2nq_emu::Launch<Params...>::operator()(Args... args) const
         for (unsigned by = 0; by < grid.y; ++by)
             for (unsigned bx = 0; bx < grid.x; ++bx)
             {
-                // Poison shared memory: a kernel that reads what it did not stage sees garbage, not zeros.
-                std::memset(gDynamicSmem, 0xA5, sizeof(gDynamicSmem));
+                auto const release = [](unsigned char* p) { ::operator delete[](p, std::align_val_t(16)); };
+                std::unique_ptr<unsigned char[], decltype(release)> smem(
+                    static_cast<unsigned char*>(::operator new[](smemBytes, std::align_val_t(16))), release);
+                std::memset(smem.get(), 0xA5, smemBytes); // garbage, not zeros, for what a kernel does not stage
+                gDynamicSmem = smem.get();
                 Barrier barrier(threads);
                 std::vector<std::thread> pool;
                 pool.reserve(static_cast<size_t>(threads));
