@@ -156,6 +156,36 @@ def test_rotation_and_pixel_aspect_survive(upscaler, tmp_path) -> None:
         assert next(c.decode(stream)).rotation == 90
 
 
+def _subtitles(path: Path) -> list[tuple[bytes, Fraction]]:
+    with av.open(str(path)) as c:
+        return [(bytes(p), p.pts * p.time_base) for p in c.demux(c.streams.subtitles[0]) if p.size]
+
+
+def test_subtitles_are_copied(upscaler, tmp_path) -> None:
+    """An SRT track (muxed into MKV from FFmpeg's own SRT demuxer) comes out with the same cues and times."""
+    (tmp_path / "cues.srt").write_text("1\n00:00:00,000 --> 00:00:00,200\nhello\n\n"
+                                       "2\n00:00:00,250 --> 00:00:00,400\nworld\n")
+    clip = tmp_path / "subtitled.mkv"
+    with av.open(str(tmp_path / "cues.srt")) as cues, av.open(str(clip), "w") as out:
+        video = out.add_stream("libx264", rate=12, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = 32, 16, "yuv420p"
+        text = out.add_stream_from_template(cues.streams.subtitles[0])
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((16, 32, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        for packet in cues.demux(cues.streams.subtitles[0]):
+            if packet.dts is not None:
+                packet.stream = text
+                out.mux(packet)
+        out.mux(video.encode(None))
+    cues = _subtitles(clip)
+    assert [c[0] for c in cues] == [b"hello", b"world"]
+    result = upscaler.upscale_video(clip, tmp_path / "out.mkv", preset="ultrafast", progress=False)
+    assert _subtitles(result) == cues
+    assert len(_video(result)[1]) == 6
+
+
 def test_other_container_and_codec(upscaler, clip, tmp_path) -> None:
     out = upscaler.upscale_video(clip, tmp_path / "out.mkv", codec="mpeg4", progress=False)
     assert len(_video(out)[1]) == 12 and _audio(out)
