@@ -45,8 +45,10 @@ class VideoOptions:
     preset: str = "medium"
 
     def encoder_options(self) -> dict[str, str]:
-        """Options for the encoder (x264/x265/VP9/AV1 read crf and preset; others ignore them)."""
-        return {"crf": str(self.crf), "preset": self.preset}
+        """Options for the encoder (x264/x265/VP9/AV1 read crf and preset; others ignore them). x265 logs a
+        page of settings per file unless told otherwise: only its errors get through the progress bar."""
+        quiet = {"x265-params": "log-level=error"} if self.codec == "libx265" else {}
+        return {"crf": str(self.crf), "preset": self.preset, **quiet}
 
 
 #: Stream colorspace tag (AVCOL_SPC) -> swscale matrix.
