@@ -179,3 +179,42 @@ def test_emulator_catches_a_broken_kernel(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="data race"):
         _run(exe, "nuquant", "f32", tmp_path / "levels.bin", tmp_path / "x.bin", tmp_path / "y.bin", 0, 0)
 
+
+
+def test_random_sizes_offsets_and_codebooks(emulators: dict[str, Path], tmp_path: Path) -> None:
+    """60 seeded random cases beyond the grids above: K in 1..256, any size up to 30000, pointer offsets 0..8,
+    weight shapes of rank 4 with a random channel axis, per-tensor or per-channel levels, byte or int32 codes."""
+    torch = pytest.importorskip("torch")
+    from i2nq.quant import nuquant_ref, pack_codes
+
+    rng = np.random.default_rng(2026)
+    for case in range(60):
+        dtype = str(rng.choice(["float32", "float16"]))
+        flag = "f16" if dtype == "float16" else "f32"
+        offsets = [int(v) for v in rng.integers(0, 9, 2)]
+        if case % 2 == 0:
+            k, n = int(rng.integers(1, 257)), int(rng.integers(1, 30000))
+            levels = np.sort(rng.standard_normal(k) * rng.choice([1e-3, 1.0, 100.0])).astype(dtype)
+            x = (rng.standard_normal(n) * (float(np.abs(levels).max()) + 1)).astype(dtype)
+            (tmp_path / "levels.bin").write_bytes(levels.tobytes())
+            (tmp_path / "x.bin").write_bytes(x.tobytes())
+            _run(emulators["asan"], "nuquant", flag, tmp_path / "levels.bin", tmp_path / "x.bin", tmp_path / "out.bin",
+                 *offsets)
+            want = nuquant_ref(torch.from_numpy(x), torch.from_numpy(levels)).numpy()
+        else:
+            bits = int(rng.choice([2, 3, 4, 8]))
+            k = int(rng.integers(1, (1 << bits) + 1))
+            shape = [int(v) for v in rng.integers(1, 12, 4)]
+            axis, per_channel, stride = int(rng.integers(0, 4)), bool(rng.random() < 0.7), int(rng.choice([1, 4]))
+            channels = shape[axis] if per_channel else 1
+            inner = int(np.prod(shape[axis + 1:])) if per_channel else 1
+            codes = rng.integers(0, k, int(np.prod(shape))).astype(np.uint8)
+            levels = np.sort(rng.standard_normal((channels, k)), axis=1).astype(dtype)
+            packed = pack_codes(codes, bits)
+            (tmp_path / "codes.bin").write_bytes(packed.tobytes() if stride == 1 else packed.astype("<i4").tobytes())
+            (tmp_path / "levels.bin").write_bytes(levels.tobytes())
+            _run(emulators["asan"], "lut", flag, bits, stride, tmp_path / "codes.bin", tmp_path / "levels.bin",
+                 channels, codes.size, inner, tmp_path / "out.bin", *offsets)
+            want = _lut_reference(codes, levels, inner)
+        got = np.frombuffer((tmp_path / "out.bin").read_bytes(), dtype)
+        assert np.array_equal(_bits(got), _bits(want)), f"case {case}: {_mismatch(got, want)}"
