@@ -125,3 +125,27 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (40, 30), fp
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 12-frame 40x30 H.264 mp4 with an AAC audio track."""
     return make_clip(tmp_path_factory.mktemp("clips") / "clip.mp4")
+
+
+EMU_SANITIZERS = {"asan": ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"],
+                  "tsan": ["-fsanitize=thread"]}
+
+
+@pytest.fixture(scope="session")
+def emu_flags() -> Callable[[str, Path], list[str]]:
+    """Factory: emu_flags(sanitizer, csrc) -> the g++ flags that build the CUDA sources in `csrc` as C++ for the
+    CPU with tests/emu/cuda_emu.h (grid capped at 3 blocks, so grid-stride loops take several turns) under
+    `sanitizer` ("asan" or "tsan"). Skips without g++ or the CUDA toolkit headers."""
+    import shutil
+
+    from i2nq.plugins.library import find_cuda_include
+
+    cuda_include = find_cuda_include()
+    if shutil.which("g++") is None or cuda_include is None:
+        pytest.skip("g++ and the CUDA toolkit headers (cuda_fp16.h) are needed to build the kernels for the CPU")
+
+    def flags(sanitizer: str, csrc: Path) -> list[str]:
+        return ["-std=c++17", "-O1", "-g", *EMU_SANITIZERS[sanitizer], "-DI2NQ_MAX_BLOCKS=3", "-I", str(csrc),
+                "-isystem", str(cuda_include), "-include", str(Path(__file__).with_name("emu") / "cuda_emu.h")]
+
+    return flags

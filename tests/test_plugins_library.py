@@ -68,17 +68,16 @@ def test_plugin_builds_and_registers_like_trtexec(plugin_library: Path, tensorrt
     assert check_plugin(plugin_library) == plugin_library
 
 
-def test_plugin_enqueue_with_cpu_emulated_kernels(tensorrt_root: Path, cuda_include: Path, tmp_path: Path) -> None:
+def test_plugin_enqueue_with_cpu_emulated_kernels(tensorrt_root: Path, cuda_include: Path, emu_flags,
+                                                   tmp_path: Path) -> None:
     """The plugin sources with the kernels built for the CPU (tests/emu/cuda_emu.h), so that both plugins'
     enqueue runs on host buffers: dtype mapping, per-channel axis, INT8 and INT32 codes, against a reference."""
-    sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
     library = tmp_path / "libi2nq_trt_emu.so"
     sources = sorted(CSRC.glob("*.cu")) + sorted(CSRC.glob("trt_*.cpp"))
-    subprocess.run(["g++", "-std=c++17", "-O1", *sanitize, "-shared", "-fPIC", "-DI2NQ_MAX_BLOCKS=3",
-                    "-I", str(CSRC), "-isystem", str(tensorrt_root / "include"), "-isystem", str(cuda_include),
-                    "-include", str(REPO / "tests" / "emu" / "cuda_emu.h"), "-x", "c++", *map(str, sources),
-                    "-pthread", "-o", str(library)], check=True, timeout=600)
-    exe = _trt_check(tensorrt_root, cuda_include, tmp_path, *sanitize)
+    flags = emu_flags("asan", CSRC)
+    subprocess.run(["g++", *flags, "-shared", "-fPIC", "-isystem", str(tensorrt_root / "include"), "-x", "c++",
+                    *map(str, sources), "-pthread", "-o", str(library)], check=True, timeout=600)
+    exe = _trt_check(tensorrt_root, cuda_include, tmp_path, *(f for f in flags if "sanitize" in f))
     result = subprocess.run([str(exe), str(library), "--enqueue"], capture_output=True, text=True, timeout=300,
                             env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))
     assert result.returncode == 0 and result.stdout.strip() == "OK", result.stdout + result.stderr[-4000:]

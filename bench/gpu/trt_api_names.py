@@ -68,7 +68,7 @@ def main(wheels: list[str]) -> int:
     for wheel in map(Path, wheels):
         blob = bound_names(wheel)
         absent = [n for n in names if n.encode() not in blob]
-        uncovered = [n for n in absent if FALLBACKS.get(n, "").encode() not in blob or not FALLBACKS.get(n)]
+        uncovered = [n for n in absent if not (n in FALLBACKS and FALLBACKS[n].encode() in blob)]
         missing += len(uncovered)
         note = f"absent but covered by a fallback: {', '.join(sorted(set(absent) - set(uncovered)))}" \
             if set(absent) - set(uncovered) else ""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -27,6 +28,8 @@ from i2nq.export.format import DEFAULT_OPSET, FLAVORS, INPUT_LAYOUT, OPSETS
 from i2nq.export.graph import build_graph
 from i2nq.export.ops import DEFAULT_NUQUANT_BODY, DOMAIN, DOMAIN_VERSION, lut_dequant_function, nuquant_function
 
+if TYPE_CHECKING:
+    from i2nq.export.verify import VerifyReport
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class ExportResult:
 
     path: Path
     size: int
-    report: "VerifyReport | None" = None  # noqa: F821 (i2nq.export.verify.VerifyReport)
+    report: VerifyReport | None = None
 
 
 def to_onnx(model: nn.Module, flavor: str = "portable", opset: int = DEFAULT_OPSET,

@@ -47,7 +47,7 @@ def find_nvcc() -> str | None:
 
 def find_cuda_include() -> Path | None:
     """The CUDA toolkit's include folder (with cuda_fp16.h): $CUDA_HOME, $CUDA_PATH, beside nvcc, or /usr/local/cuda."""
-    nvcc = shutil.which("nvcc")
+    nvcc = find_nvcc()
     candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
                   Path(nvcc).resolve().parents[1] if nvcc else None, "/usr/local/cuda"]
     return next((Path(c) / "include" for c in candidates if c and (Path(c) / "include" / "cuda_fp16.h").is_file()),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from i2nq.assets import MODELS
+from i2nq.assets import shipped_model
 from i2nq.errors import I2NQError
 from i2nq.runtime.backends import resolve_model
 
@@ -26,8 +26,8 @@ def inspect_model(model: str | Path) -> dict:
         return _inspect_onnx(files.onnx)
     if files.engine is not None:
         return _inspect_engine(files.engine)
-    path = Path(files.checkpoint) if Path(files.checkpoint).is_file() else MODELS / f"{files.checkpoint}.safetensors"
-    return _inspect_checkpoint(path)
+    path = files.checkpoint  # a file, or a shipped name whose only file is its checkpoint
+    return _inspect_checkpoint(path if isinstance(path, Path) else shipped_model(path, ".safetensors"))
 
 
 def _inspect_onnx(path: Path) -> dict:
