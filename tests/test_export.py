@@ -360,7 +360,7 @@ def test_bad_inputs_give_one_line_errors_and_no_partial_files(checkpoint, tmp_pa
     before = {p.name for p in tmp_path.iterdir()}
     assert "not found" in _bad(["export-onnx", str(tmp_path / "missing.safetensors"), "-o", out], capsys)
     assert "not a readable" in _bad(["export-onnx", str(tmp_path / "random.safetensors"), "-o", out], capsys)
-    assert "not an i2nq checkpoint" in _bad(["export-onnx", str(tmp_path / "plain.safetensors"), "-o", out], capsys)
+    assert "neither an i2nq checkpoint" in _bad(["export-onnx", str(tmp_path / "plain.safetensors"), "-o", out], capsys)
     assert "no shipped model" in _bad(["export-onnx", "no-such-model", "-o", out], capsys)
     _bad(["export-onnx", str(checkpoint), "-o", str(tmp_path / "file" / "m.onnx")], capsys)  # parent is a file
     _bad(["export-onnx", str(checkpoint), "-o", str(tmp_path / "missing" / "m.onnx")], capsys)

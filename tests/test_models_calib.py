@@ -95,7 +95,7 @@ def test_checkpoint_bad_inputs(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
-    with pytest.raises(I2NQError, match="not an i2nq checkpoint"):
+    with pytest.raises(I2NQError, match="neither an i2nq checkpoint nor EDSR weights"):
         load(tmp_path / "foreign.safetensors")
 
 

@@ -52,6 +52,7 @@ def test_plain_onnx_and_cli_json(tiny_model, capsys) -> None:
     ("model.engine", b"x", "model.engine.json"),
     ("weights.safetensors", b"\x05\x00\x00\x00\x00\x00\x00\x00{}", "not an i2nq checkpoint"),
     ("notes.txt", b"hello", "unsupported model file"),
+    ("edsr_x4.pt", b"PK\x03\x04", "import it first with i2nq convert edsr_x4.pt -o edsr_x4.safetensors"),
 ])
 def test_bad_files_are_one_line_errors(tmp_path: Path, capsys, name: str, content: bytes, message: str) -> None:
     (tmp_path / name).write_bytes(content)

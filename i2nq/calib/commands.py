@@ -47,6 +47,18 @@ def _quantize(args: argparse.Namespace) -> None:
     quantize_model(parent, cfg, out, _train_config(args), calib_batches=args.calib_batches, state=args.state)
 
 
+def _convert(args: argparse.Namespace) -> None:
+    from i2nq.models.checkpoint import save
+    from i2nq.models.foreign import import_edsr
+
+    out = _out_path(args.output, args.overwrite)
+    imported = import_edsr(args.model, res_scale=args.res_scale, rgb_range=args.rgb_range)
+    m, src = imported.model, imported.source
+    save(m, out, source=src)
+    print(f"{src['file']}: {src['format']} EDSR, {m.n_blocks} blocks, {m.n_feats} features, x{m.scale}, "
+          f"res_scale {src['res_scale']:g}, rgb_range {src['rgb_range']:g} -> {out} ({m.arch})")
+
+
 def _eval(args: argparse.Namespace) -> None:
     from i2nq.calib.evaluate import evaluate, format_table
     from i2nq.models.checkpoint import load
@@ -75,8 +87,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _training_args(p, steps=4000, lr=1e-3)
     p.set_defaults(func=_train)
 
+    p = sub.add_parser("convert", help="import a float EDSR checkpoint of EDSR-PyTorch or BasicSR (.pt/.pth)")
+    p.add_argument("model", help="EDSR-PyTorch or BasicSR EDSR weights (.pt, .pth, .ckpt or .safetensors)")
+    p.add_argument("-o", "--output", required=True, help="output checkpoint (.safetensors)")
+    p.add_argument("--res-scale", type=float, help="residual scaling (not stored in the weights; default: "
+                   "0.1 for 256 features, else 1)")
+    p.add_argument("--rgb-range", type=float, help="pixel range the model was trained on (default: from "
+                   "EDSR-PyTorch's MeanShift layers; 255 for BasicSR)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_convert)
+
     p = sub.add_parser("quantize", help="float checkpoint -> calibrated, QAT-trained I²NQ (or uniform) model")
-    p.add_argument("model", help="float model: name or .safetensors checkpoint")
+    p.add_argument("model", help="float model: name, .safetensors checkpoint or EDSR-PyTorch/BasicSR weights")
     p.add_argument("--method", choices=("i2nq", "uniform"), default="i2nq")
     p.add_argument("--bits", type=int, default=4, help="weight and activation bits (2, 3, 4 or 8)")
     p.add_argument("--w-bits", type=int, help="weight bits (overrides --bits)")

@@ -13,6 +13,7 @@ from i2nq import __version__
 from i2nq.errors import I2NQError
 from i2nq.files import atomic_output
 from i2nq.models.edsr import EDSR
+from i2nq.models.foreign import TORCH_SUFFIXES, import_edsr
 from i2nq.models.registry import ARCHS, build
 
 FORMAT = "i2nq-checkpoint/1"
@@ -20,7 +21,7 @@ FORMAT = "i2nq-checkpoint/1"
 
 def config_of(model: EDSR, **extra) -> dict:
     """The JSON config that, with the tensors, rebuilds `model` exactly."""
-    overrides = {k: getattr(model, k) for k in ("n_blocks", "n_feats", "skip") if getattr(model, k) != ARCHS[model.arch][k]}
+    overrides = {k: getattr(model, k) for k in ARCHS[model.arch] if getattr(model, k) != ARCHS[model.arch][k]}
     return {"format": FORMAT, "i2nq_version": __version__, "arch": model.arch, "scale": model.scale,
             "arch_overrides": overrides, "quant": model.quant_config, **extra}
 
@@ -39,18 +40,23 @@ def save(model: EDSR, path: str | os.PathLike, **extra) -> Path:
     return path
 
 
-def read_config(path: str | os.PathLike) -> dict:
-    """The JSON config stored in an i2nq checkpoint; I2NQError if it is not one."""
+def _metadata(path: Path) -> dict:
+    """The metadata of a safetensors file; I2NQError if it is missing or unreadable."""
     from safetensors import safe_open
 
-    path = Path(path)
     if not path.is_file():
         raise I2NQError(f"checkpoint not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            return f.metadata() or {}
     except Exception as exc:  # safetensors raises several types for corrupt headers
         raise I2NQError(f"not a readable safetensors checkpoint: {path} ({type(exc).__name__})") from None
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The JSON config stored in an i2nq checkpoint; I2NQError if it is not one."""
+    path = Path(path)
+    meta = _metadata(path)
     if "i2nq" not in meta:
         raise I2NQError(f"not an i2nq checkpoint (no i2nq config in its metadata): {path}")
     cfg = json.loads(meta["i2nq"])
@@ -60,9 +66,9 @@ def read_config(path: str | os.PathLike) -> dict:
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:
-    """A shipped model name ('default') or a path to a .safetensors checkpoint."""
+    """A shipped model name ('default') or a path to a checkpoint (.safetensors, or a foreign .pt/.pth/.ckpt)."""
     p = Path(name_or_path)
-    if p.suffix == ".safetensors" or p.exists():
+    if p.suffix.lower() in (".safetensors", *TORCH_SUFFIXES) or p.exists():
         if not p.is_file():
             raise I2NQError(f"checkpoint not found: {p}")
         return p
@@ -75,11 +81,15 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") ->
     """Load a shipped model by name or a checkpoint path; returns the module in eval mode.
 
     The module maps NCHW RGB float in [0, 1] to the upscaled image in the same convention;
-    `module.info` describes it (arch, scale, bits, receptive field).
+    `module.info` describes it (arch, scale, bits, receptive field). A float EDSR checkpoint of EDSR-PyTorch
+    or BasicSR (.pt/.pth/.ckpt, or .safetensors without i2nq metadata) is imported with default options
+    (`i2nq.models.foreign.import_edsr`).
     """
     from safetensors.torch import load_file
 
     path = resolve(name_or_path)
+    if path.suffix.lower() != ".safetensors" or "i2nq" not in _metadata(path):
+        return import_edsr(path).model.to(device)
     cfg = read_config(path)
     model = build(cfg["arch"], cfg["scale"], **cfg.get("arch_overrides", {}))
     if cfg.get("quant"):

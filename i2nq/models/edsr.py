@@ -72,7 +72,7 @@ class EDSR(nn.Module):
         if skip not in ("none", "bicubic"):
             raise ValueError(f"unknown skip {skip!r}")
         self.arch, self.scale, self.skip = arch, scale, skip
-        self.n_blocks, self.n_feats = n_blocks, n_feats
+        self.n_blocks, self.n_feats, self.res_scale = n_blocks, n_feats, res_scale
         self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
         self.head = conv3x3(3, n_feats)
         self.body = nn.Sequential(*[ResBlock(n_feats, res_scale) for _ in range(n_blocks)], conv3x3(n_feats, n_feats))

@@ -8,8 +8,9 @@ from i2nq.models.edsr import EDSR
 # name -> constructor arguments. edsr-small is the CPU-demo variant we ship; its bicubic skip makes a
 # small model train to a useful quality in CPU hours.
 ARCHS: dict[str, dict] = {
-    "edsr-baseline": dict(n_blocks=16, n_feats=64, skip="none"),
-    "edsr-small": dict(n_blocks=8, n_feats=32, skip="bicubic"),
+    "edsr": dict(n_blocks=32, n_feats=256, res_scale=0.1, skip="none"),  # the paper's EDSR
+    "edsr-baseline": dict(n_blocks=16, n_feats=64, res_scale=1.0, skip="none"),
+    "edsr-small": dict(n_blocks=8, n_feats=32, res_scale=1.0, skip="bicubic"),
 }
 SCALES = (2, 3, 4)
 

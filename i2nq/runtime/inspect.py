@@ -80,13 +80,17 @@ def _value_info(v) -> dict:
 
 def _inspect_checkpoint(path: Path) -> dict:
     """From the safetensors header: the i2nq config in its metadata and the tensors' names and shapes."""
+    if path.suffix.lower() != ".safetensors":
+        raise I2NQError(f"{path.name} is a foreign torch checkpoint: import it first with "
+                        f"i2nq convert {path.name} -o {path.stem}.safetensors")
     try:
         with open(path, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(size)) if size < 100 << 20 else None
         config = json.loads(header["__metadata__"]["i2nq"])
     except (OSError, struct.error, ValueError, KeyError, TypeError):
-        raise I2NQError(f"{path.name} is not an i2nq checkpoint (a safetensors file with i2nq metadata)") from None
+        raise I2NQError(f"{path.name} is not an i2nq checkpoint (a safetensors file with i2nq metadata; "
+                        "import EDSR-PyTorch/BasicSR weights with i2nq convert)") from None
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     sites = sorted({k.split(".act_quant.")[0] for k in tensors if ".act_quant." in k})
     quant = config.get("quant")
@@ -99,7 +103,7 @@ def _inspect_checkpoint(path: Path) -> dict:
                 meta=dict(arch=config.get("arch"), scale=str(config.get("scale")),
                           bits=f"w{quant['w_bits']}a{quant['a_bits']}" if quant else "fp32",
                           version=config.get("i2nq_version")),
-                quant=quant, training=config.get("training"),
+                quant=quant, training=config.get("training"), source=config.get("source"),
                 parameters=int(sum(np.prod(t["shape"], dtype=np.int64) for t in tensors.values())),
                 quantized_convs=[dict(site=s, act_levels=levels(f"{s}.act_quant"),
                                       weight_levels=levels(f"{s}.weight_quant")) for s in sites])
@@ -151,6 +155,10 @@ def describe(info: dict) -> str:
             done = "calibration only (post-training)" if t.get("kind") == "qat" and not t.get("steps") else \
                 f"{t.get('kind', 'train')}, {t.get('steps')} steps"
             lines.append(f"  training     {done}")
+        if info.get("source"):
+            src = info["source"]
+            lines.append(f"  imported     from {src.get('format')} {src.get('file')} (rgb_range {src.get('rgb_range')}, "
+                         f"res_scale {src.get('res_scale')})")
     else:
         r = info["record"]
         lines.append(f"  built by     TensorRT {r['tensorrt']} for {r['gpu']}; plugin {r['plugin_version']}; "

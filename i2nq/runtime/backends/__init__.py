@@ -16,7 +16,7 @@ from i2nq.errors import I2NQError
 from i2nq.runtime.backends.base import Backend, ModelMeta
 
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")  # i2nq's, and EDSR-PyTorch/BasicSR weights
 
 __all__ = ["BACKENDS", "Backend", "ModelMeta", "ModelFiles", "open_backend", "parse_device", "resolve_model"]
 
@@ -136,7 +136,7 @@ def open_backend(model: str | Path, backend: str = "auto", device: str | int | N
         return OnnxRuntimeBackend(files.onnx, device=index if on_gpu else None)
     if backend == "torch":
         if files.checkpoint is None:
-            raise I2NQError("the torch backend needs a checkpoint (.safetensors) or a shipped model name")
+            raise I2NQError("the torch backend needs a checkpoint (.safetensors, .pt, .pth) or a shipped model name")
         if not _installed("torch"):
             raise I2NQError("the torch backend needs PyTorch: pip install 'i2nq[torch]'")
         from i2nq.runtime.backends.torch import TorchBackend

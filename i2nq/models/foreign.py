@@ -1,0 +1,181 @@
+"""Import float EDSR checkpoints trained elsewhere (EDSR-PyTorch, BasicSR) as i2nq's EDSR.
+
+The format is recognized from the state dict's key names and the configuration (blocks, features, scale) from
+its shapes. Their models take RGB in [0, rgb_range] (255) and output the same range; ours take and give [0, 1].
+Both subtract the same DIV2K mean first, so the conversion is exact: the head conv's weights are multiplied by
+rgb_range and the tail conv's weights and bias divided by it. Files are read without unpickling code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from i2nq.errors import I2NQError
+from i2nq.models.edsr import EDSR, RGB_MEAN
+from i2nq.models.registry import SCALES
+
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
+WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net")  # BasicSR, Lightning and others
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a code base keeps EDSR's parts; `{i}` is a block index, `{j}` an upsampler index."""
+
+    name: str
+    head: str
+    conv1: str
+    conv2: str
+    body_tail: str
+    upsample: str
+    tail: str
+    rgb_range: float | None  # None: read from the checkpoint's MeanShift layers
+
+    def ours_to_theirs(self, model: EDSR) -> dict[str, str]:
+        """Our state-dict key -> theirs, for every tensor of `model`."""
+        n = model.n_blocks
+        names = {"head": self.head, f"body.{n}": self.body_tail.format(n=n), "tail.1": self.tail}
+        names.update({f"body.{i}.conv{c}": (self.conv1 if c == 1 else self.conv2).format(i=i)
+                      for i in range(n) for c in (1, 2)})
+        names.update({f"tail.0.{j}": self.upsample.format(j=j)
+                      for j, m in enumerate(model.tail[0]) if isinstance(m, torch.nn.Conv2d)})
+        return {f"{ours}.{p}": f"{theirs}.{p}" for ours, theirs in names.items() for p in ("weight", "bias")}
+
+
+LAYOUTS = (
+    Layout("EDSR-PyTorch", "head.0", "body.{i}.body.0", "body.{i}.body.2", "body.{n}", "tail.0.{j}", "tail.1", None),
+    Layout("BasicSR", "conv_first", "body.{i}.conv1", "body.{i}.conv2", "conv_after_body", "upsample.{j}",
+           "conv_last", 255.0),
+)
+MEAN_SHIFT_KEYS = ("sub_mean.weight", "sub_mean.bias", "add_mean.weight", "add_mean.bias")
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What an import found: the model and how it was read (recorded in the converted checkpoint)."""
+
+    model: EDSR
+    source: dict
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a .pt/.pth/.ckpt (plain or wrapped state dict) or a .safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise I2NQError(f"checkpoint not found: {path}")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises several types for corrupt files
+            raise I2NQError(f"not a readable safetensors checkpoint: {path} ({type(exc).__name__})") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        unsafe = "Unsupported global" in str(exc)  # a pickled class or function, not a garbled file
+        raise I2NQError(f"{path.name}: " + (
+            "it pickles Python objects, not just tensors, and is not unpickled for safety; "
+            "save the model's state_dict() instead" if unsafe
+            else f"not a readable torch checkpoint ({type(exc).__name__})")) from None
+    for key in WRAPPER_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise I2NQError(f"{path.name}: not a state dict (a mapping of names to tensors)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def import_edsr(path: str | os.PathLike, *, res_scale: float | None = None,
+                rgb_range: float | None = None) -> Imported:
+    """Read an EDSR-PyTorch or BasicSR EDSR checkpoint as an i2nq float EDSR (eval mode, [0, 1] RGB).
+
+    res_scale is not stored in the weights: by default 0.1 for 256 features (EDSR's paper model, BasicSR's
+    EDSR-L) and 1 otherwise (EDSR-baseline, EDSR-M). rgb_range: BasicSR's img_range (default 255); an
+    EDSR-PyTorch checkpoint records it in its MeanShift layers.
+    """
+    path = Path(path)
+    state = read_state_dict(path)
+    layout = next((lay for lay in LAYOUTS if f"{lay.head}.weight" in state and f"{lay.tail}.weight" in state), None)
+    if layout is None:
+        raise I2NQError(f"{path.name}: neither an i2nq checkpoint nor EDSR weights of "
+                        f"{' or '.join(lay.name for lay in LAYOUTS)}; its first keys: {', '.join(list(state)[:3])}")
+    head = state[f"{layout.head}.weight"]
+    if head.ndim != 4 or head.shape[1:] != (3, 3, 3):
+        raise I2NQError(f"{path.name}: the head conv takes {tuple(head.shape[1:])} (channels, kh, kw); "
+                        "only 3-channel RGB models with 3x3 convolutions are supported")
+    n_feats = head.shape[0]
+    n_blocks = 0
+    while f"{layout.conv1.format(i=n_blocks)}.weight" in state:
+        n_blocks += 1
+    scale = _scale(state, layout, n_feats, path)
+    if res_scale is None:
+        res_scale = 0.1 if n_feats >= 256 else 1.0
+    if rgb_range is None:
+        rgb_range = layout.rgb_range or _mean_shift_range(state, path)
+    elif layout.rgb_range is None:
+        _mean_shift_range(state, path)  # still validates the mean and std
+    if not rgb_range > 0:
+        raise I2NQError(f"rgb_range must be positive, got {rgb_range}")
+
+    arch = "edsr" if n_feats == 256 else "edsr-baseline"
+    config = dict(n_blocks=n_blocks, n_feats=n_feats, res_scale=res_scale, skip="none")
+    model = EDSR(scale=scale, arch=arch, **config)
+    mapping = layout.ours_to_theirs(model)
+    expected = set(mapping.values()) | (set(MEAN_SHIFT_KEYS) if layout.rgb_range is None else set())
+    if expected != set(state):
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        detail = "; ".join(f"{what} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                           for what, keys in (("missing", missing), ("unexpected", extra)) if keys)
+        raise I2NQError(f"{path.name}: {layout.name} EDSR checkpoint with an unexpected structure ({detail})")
+
+    ours = {k: state[theirs].float() for k, theirs in mapping.items()}
+    ours["head.weight"] = ours["head.weight"] * rgb_range
+    ours["tail.1.weight"] = ours["tail.1.weight"] / rgb_range
+    ours["tail.1.bias"] = ours["tail.1.bias"] / rgb_range
+    try:
+        model.load_state_dict(ours, strict=True)
+    except RuntimeError as exc:
+        raise I2NQError(f"{path.name}: tensor shapes do not form an EDSR ({str(exc).splitlines()[-1].strip()})") from None
+    source = dict(format=layout.name, file=path.name, rgb_range=rgb_range, res_scale=res_scale)
+    return Imported(model.eval(), source)
+
+
+def _scale(state: dict[str, torch.Tensor], layout: Layout, n_feats: int, path: Path) -> int:
+    """The upscale factor from the upsampler convs' output channels (4n per x2 stage, 9n for x3)."""
+    factors = []
+    j = 0
+    while f"{layout.upsample.format(j=j)}.weight" in state:
+        out = state[f"{layout.upsample.format(j=j)}.weight"].shape[0]
+        factors.append({4 * n_feats: 2, 9 * n_feats: 3}.get(out, 0))
+        j += 2  # conv, PixelShuffle, conv, ...
+    scale = 1
+    for f in factors:
+        scale *= f
+    if not factors or 0 in factors or (3 in factors and len(factors) > 1) or scale not in SCALES:
+        raise I2NQError(f"{path.name}: unsupported upsampler (output channels "
+                        f"{[state[f'{layout.upsample.format(j=2 * i)}.weight'].shape[0] for i in range(len(factors))]} "
+                        f"for {n_feats} features); supported scales: {', '.join(map(str, SCALES))}")
+    return scale
+
+
+def _mean_shift_range(state: dict[str, torch.Tensor], path: Path) -> float:
+    """rgb_range from EDSR-PyTorch's MeanShift convs (bias = -/+ rgb_range * mean, weight = identity)."""
+    eye = torch.eye(3).view(3, 3, 1, 1)
+    mean = torch.tensor(RGB_MEAN)
+    try:
+        sub_w, sub_b, add_w, add_b = (state[k].float() for k in MEAN_SHIFT_KEYS)
+    except KeyError as exc:
+        raise I2NQError(f"{path.name}: EDSR-PyTorch checkpoint without its MeanShift layer {exc}") from None
+    if sub_w.shape != eye.shape or not (torch.allclose(sub_w, eye) and torch.allclose(add_w, eye)):
+        raise I2NQError(f"{path.name}: its MeanShift divides by an rgb_std other than 1, which is not supported")
+    ratio = -sub_b / mean
+    if not (torch.allclose(ratio, ratio.mean(), rtol=1e-3) and torch.allclose(add_b, -sub_b, rtol=1e-4)):
+        raise I2NQError(f"{path.name}: its MeanShift uses an RGB mean other than DIV2K's {RGB_MEAN}, "
+                        "which is not supported")
+    return round(float(ratio.mean()), 3)
