@@ -228,3 +228,82 @@ def test_codec_the_container_cannot_hold(upscaler, clip, tmp_path) -> None:
     with pytest.raises(I2NQError, match="cannot write video"):
         upscaler.upscale_video(clip, tmp_path / "out.webm", progress=False)  # H.264 + AAC in WebM
     assert list(tmp_path.iterdir()) == []
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24").astype(np.int32) for f in c.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    """4 s at 12 fps, a keyframe every second, with audio: parts of it start between keyframes."""
+    from conftest import make_clip
+
+    return make_clip(tmp_path_factory.mktemp("long") / "long.mp4", frames=48, keyint=12)
+
+
+@pytest.mark.parametrize("start, duration, first, count", [(1.25, 1.0, 15, 12), (3.5, None, 42, 6), (0, 0.5, 0, 6)])
+def test_a_part_is_cut_and_rebased_to_zero(tiny_model, long_clip, tmp_path, start, duration, first, count) -> None:
+    up = i2nq.Upscaler(tiny_model(scale=2, nearest=True), device="cpu", tile=0)  # output = nearest x2 of the input
+    out = up.upscale_video(long_clip, tmp_path / "part.mp4", crf=10, preset="ultrafast", progress=False,
+                           start=start, duration=duration)
+    _, times = _video(out)
+    assert times == [Fraction(i, 12) for i in range(count)]
+    source = _frames(long_clip)
+    shown = [min(range(len(source)), key=lambda i: np.abs(source[i] - f[::2, ::2]).mean()) for f in _frames(out)]
+    assert shown == list(range(first, first + count))  # the right frames, none before the start or after the end
+    start, end = Fraction(start), Fraction(start) + Fraction(duration or 4.0)
+    want = [(t - start, data) for t, data in _audio(long_clip) if start <= t < end]
+    got = _audio(out)
+    assert [data for _, data in got] == [data for _, data in want]  # whole packets inside the part, untouched
+    # rebased with them; MP4 stores where a track starts in its movie time scale (1 ms here)
+    assert max(abs(t - u) for (t, _), (u, _) in zip(got, want)) <= Fraction(1, 1000) and got[0][0] < Fraction(1, 40)
+
+
+def test_bad_parts_are_one_line_errors(tiny_model, long_clip, tmp_path) -> None:
+    up = i2nq.Upscaler(tiny_model(scale=2, nearest=True), device="cpu", tile=0)
+    for kwargs, msg in [(dict(start=4.0), "at or past the end of long.mp4 (4.000 s)"),
+                        (dict(start=-1.0), "start must be a time >= 0"),
+                        (dict(duration=0.0), "duration must be a time > 0")]:
+        with pytest.raises(I2NQError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+            up.upscale_video(long_clip, tmp_path / "part.mp4", progress=False, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+    png = tmp_path / "a.png"
+    import cv2
+
+    cv2.imwrite(str(png), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(I2NQError, match="not a video"):
+        up.upscale_path(png, tmp_path / "b.png", start=1.0)
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90.0), ("1.5", 1.5), ("01:30", 90.0), ("1:02:03.5", 3723.5)])
+def test_time_arguments(text, seconds) -> None:
+    from i2nq.runtime.commands import _time
+
+    assert _time(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["abc", "-1", "1::2", "1:2:3:4", "nan", "inf", ""])
+def test_bad_time_arguments(text) -> None:
+    import argparse
+
+    from i2nq.runtime.commands import _time
+
+    with pytest.raises(argparse.ArgumentTypeError, match="not a time"):
+        _time(text)
+
+
+def test_cli_preview_of_a_part(tiny_model, long_clip, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "i2nq.cli", "upscale", str(long_clip), "--model", str(tiny_model(scale=2)),
+           "--device", "cpu", "--no-progress", "--preset", "ultrafast"]
+    r = subprocess.run([*cmd, "-o", str(tmp_path / "p.mp4"), "--start", "0:01.25", "--duration", "1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert len(_video(tmp_path / "p.mp4")[1]) == 12
+    r = subprocess.run([*cmd, "-o", str(tmp_path / "q.mp4"), "--start", "1:00"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == "i2nq: error: start 60 s is at or past the end of long.mp4 (4.000 s)"
+    assert not (tmp_path / "q.mp4").exists()

@@ -25,6 +25,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     video.add_argument("--codec", default="libx264", help="FFmpeg video encoder (default: libx264)")
     video.add_argument("--crf", type=int, default=18, help="constant rate factor: lower is better (default: 18)")
     video.add_argument("--preset", default="medium", help="encoder speed preset (default: medium)")
+    video.add_argument("--start", type=_time, default=0.0, metavar="TIME",
+                       help="start this far into the video: seconds or [HH:]MM:SS[.ms] (default: 0)")
+    video.add_argument("--duration", type=_time, metavar="TIME",
+                       help="upscale only this long a part, e.g. a preview (default: to the end)")
     video.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     up.set_defaults(func=_upscale)
 
@@ -51,12 +55,28 @@ def _add_model_args(parser: argparse.ArgumentParser, device: str | None = None) 
     parser.add_argument("--device", default=device, help=f"cpu, cuda or cuda:N (default: {device or 'a GPU if any'})")
 
 
+def _time(text: str) -> float:
+    """Seconds from '90', '1.5', '01:30' or '0:01:30.25'."""
+    parts = text.strip().split(":")
+    try:
+        if len(parts) > 3 or any(not p or p.startswith(("-", "+")) for p in parts):
+            raise ValueError
+        seconds = 0.0
+        for p in parts:
+            seconds = seconds * 60 + float(p)
+        if seconds != seconds or seconds == float("inf"):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use seconds or [HH:]MM:SS[.ms])") from None
+    return seconds
+
+
 def _upscale(args: argparse.Namespace) -> None:
     from i2nq.runtime.upscaler import upscale
 
     out = upscale(args.input, args.output, model=args.model, backend=args.backend, device=args.device, tile=args.tile,
                   overlap=args.overlap, batch=args.batch, overwrite=args.overwrite, codec=args.codec, crf=args.crf,
-                  preset=args.preset, progress=args.progress)
+                  preset=args.preset, progress=args.progress, start=args.start, duration=args.duration)
     print(f"wrote {out}")
 
 

@@ -12,7 +12,7 @@ from i2nq.runtime.backends import Backend, ModelMeta, open_backend
 from i2nq.files import check_destination, check_source
 from i2nq.runtime.image_io import IMAGE_SUFFIXES, is_image, read_image, write_image
 from i2nq.runtime.tiler import Tiler
-from i2nq.runtime.video import VIDEO_SUFFIXES, VideoOptions, is_video, upscale_video
+from i2nq.runtime.video import VIDEO_SUFFIXES, Span, VideoOptions, is_video, upscale_video
 
 
 class Upscaler:
@@ -93,16 +93,22 @@ class Upscaler:
         return [self.upscale_file(image, dst / image.name, overwrite) for image in images]
 
     def upscale_video(self, src: str | Path, dst: str | Path, codec: str = "libx264", crf: int = 18,
-                      preset: str = "medium", overwrite: bool = False, progress: bool = True) -> Path:
-        """Upscale a video into `dst`: every frame with its timestamp, audio and subtitles copied."""
+                      preset: str = "medium", overwrite: bool = False, progress: bool = True,
+                      start: float = 0.0, duration: float | None = None) -> Path:
+        """Upscale a video into `dst`: every frame with its timestamp, audio and subtitles copied.
+
+        start/duration (seconds) select a part, e.g. a preview; it is rebased to start at 0 in `dst`."""
+        span = Span(start, duration)
         src = _check_kind(check_source(src), VIDEO_SUFFIXES, "input video")
         dst = _check_kind(check_destination(dst, src, overwrite), VIDEO_SUFFIXES, "output video")
-        upscale_video(src, dst, self.tiler, VideoOptions(codec=codec, crf=crf, preset=preset), progress)
+        upscale_video(src, dst, self.tiler, VideoOptions(codec=codec, crf=crf, preset=preset), progress, span)
         return dst
 
     def upscale_path(self, src: str | Path, dst: str | Path, overwrite: bool = False, **video_options) -> Path:
         """Upscale an image, a folder of images or a video (chosen by what `src` is) into `dst`."""
         kind = check_job(src, dst, overwrite)
+        if kind != "video" and (video_options.get("start") or video_options.get("duration") is not None):
+            raise I2NQError("start and duration select a part of a video; the input is not a video")
         if kind == "folder":
             self.upscale_folder(src, dst, overwrite)
             return Path(dst)

@@ -51,6 +51,45 @@ class VideoOptions:
         return {"crf": str(self.crf), "preset": self.preset, **quiet}
 
 
+@dataclass(frozen=True)
+class Span:
+    """A part of a video in seconds from its start: [start, start + duration); duration None: to the end."""
+
+    start: float = 0.0
+    duration: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < float("inf"):
+            raise I2NQError(f"start must be a time >= 0, got {self.start}")
+        if self.duration is not None and not 0 < self.duration < float("inf"):
+            raise I2NQError(f"duration must be a time > 0, got {self.duration}")
+
+    @property
+    def whole(self) -> bool:
+        return self.start == 0 and self.duration is None
+
+
+class _Cut:
+    """Selects a Span of a source and rebases what it keeps to start at 0, per stream time base."""
+
+    def __init__(self, span: Span, source: av.container.InputContainer, src: Path) -> None:
+        self.origin = (source.start_time or 0) / av.time_base  # container timestamps of the first instant
+        length = source.duration / av.time_base if source.duration else None
+        if length is not None and span.start >= length:
+            raise I2NQError(f"start {span.start:g} s is at or past the end of {src.name} ({length:.3f} s)")
+        self.start = self.origin + span.start
+        self.end = self.start + span.duration if span.duration is not None else float("inf")
+        self.seconds = min(span.duration or float("inf"), (length or float("inf")) - span.start)
+
+    def offset(self, time_base: Fraction) -> int:
+        return round(Fraction(self.start) / time_base)
+
+    def position(self, ts: int, time_base: Fraction) -> int:
+        """-1 before the span, 0 inside, 1 after."""
+        t = ts * time_base
+        return -1 if t < self.start - 1e-9 else (0 if t < self.end - 1e-9 else 1)
+
+
 #: Stream colorspace tag (AVCOL_SPC) -> swscale matrix.
 _MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
 _BT709, _SMPTE170M, _UNSPECIFIED, _MPEG, _JPEG = 1, 6, 2, 1, 2
@@ -157,8 +196,9 @@ class _Pipeline:
 
 
 def upscale_video(src: Path, dst: Path, tiler: Tiler, options: VideoOptions = VideoOptions(),
-                  progress: bool = True) -> None:
-    """Upscale every frame of `src` into `dst`, as many frames per model call as fill the tiler's batch."""
+                  progress: bool = True, span: Span = Span()) -> None:
+    """Upscale every frame of `src` (or of its `span`, rebased to start at 0) into `dst`, as many frames per
+    model call as fill the tiler's batch."""
     try:
         source = av.open(str(src))
     except (av.error.FFmpegError, OSError) as exc:
@@ -169,6 +209,9 @@ def upscale_video(src: Path, dst: Path, tiler: Tiler, options: VideoOptions = Vi
         video = source.streams.video[0]
         video.thread_type = "AUTO"
         copied = [s for s in source.streams if s.type in COPIED_STREAMS]
+        cut = None if span.whole else _Cut(span, source, src)
+        if cut is not None and span.start > 0:  # to the keyframe before the start; frames before it are dropped
+            source.seek(cut.offset(video.time_base), stream=video, backward=True)
         with atomic_output(dst) as tmp:
             try:
                 sink = av.open(str(tmp), "w")
@@ -181,17 +224,20 @@ def upscale_video(src: Path, dst: Path, tiler: Tiler, options: VideoOptions = Vi
                     streams = {s.index: sink.add_stream_from_template(s) for s in copied}
                     tiles = tiler.tiles_per_frame(video.codec_context.height, video.codec_context.width)
                     _run(source, video, copied, sink, encoder, streams, color, tiler.run, max(1, tiler.batch // tiles),
-                         tqdm(total=_expected_frames(source, video), unit="frame", desc=src.name,
-                              disable=not progress, dynamic_ncols=True))
+                         tqdm(total=_expected_frames(source, video, cut), unit="frame", desc=src.name,
+                              disable=not progress, dynamic_ncols=True), cut)
             except (av.error.FFmpegError, ValueError) as exc:  # e.g. a codec the output container cannot hold
                 raise I2NQError(f"cannot write video {dst}: {_reason(exc)}") from None
 
 
-def _expected_frames(source: av.container.InputContainer, video: av.video.stream.VideoStream) -> int | None:
+def _expected_frames(source: av.container.InputContainer, video: av.video.stream.VideoStream,
+                     cut: _Cut | None = None) -> int | None:
     """Frame count for the progress bar's ETA: from the header, else estimated from duration and rate."""
+    rate = video.average_rate or video.guessed_rate
+    if cut is not None:
+        return round(cut.seconds * rate) if rate and cut.seconds < float("inf") else None
     if video.frames:
         return video.frames
-    rate = video.average_rate or video.guessed_rate
     if rate and video.duration:
         return round(video.duration * video.time_base * rate)
     if rate and source.duration:
@@ -239,20 +285,23 @@ def _display_matrix(src: Path) -> list[int] | None:
     return np.frombuffer(bytes(side), "<i4").tolist() if side is not None else None
 
 
-def _run(source, video, copied, sink, encoder, streams, color, upscale, frames_per_call, bar) -> None:
+def _run(source, video, copied, sink, encoder, streams, color, upscale, frames_per_call, bar, cut) -> None:
     """Decode (thread) -> upscale (this thread) -> encode and mux (thread)."""
     pipe = _Pipeline(depth=2 * frames_per_call + 8)
 
     def decode() -> None:
         count = 0
         try:
-            for item in _demux(source, video, copied, color):
+            for item in _demux(source, video, copied, color, cut):
                 count += isinstance(item, _Frame)
                 pipe.put(pipe.decoded, item)
         except av.error.FFmpegError as exc:
             raise I2NQError(f"cannot decode {source.name}: {_reason(exc)}") from None
-        if video.frames and count < video.frames:
+        if cut is None and video.frames and count < video.frames:
             raise I2NQError(f"{source.name} is truncated or corrupt: decoded {count} of {video.frames} frames")
+        if count == 0:
+            raise I2NQError(f"no video frames to upscale in {source.name}"
+                            + (f" from {cut.start - cut.origin:g} s" if cut is not None else ""))
         pipe.put(pipe.decoded, _END)
 
     def encode() -> None:
@@ -303,16 +352,40 @@ def _upscale_stage(pipe: _Pipeline, upscale: Callable[[list[np.ndarray]], list[n
             return
 
 
-def _demux(source, video, copied, color: _Color) -> Iterator[object]:
-    """Decoded video frames (BGR, with pts) and copied packets, in file order."""
+def _demux(source, video, copied, color: _Color, cut: _Cut | None = None) -> Iterator[object]:
+    """Decoded video frames (BGR, with pts) and copied packets, in file order; with a cut, only those inside
+    it (copied packets whole: those that start inside), rebased to start at 0."""
     step = 1 / ((video.average_rate or Fraction(24)) * video.time_base)
     index = 0
+    past = set()  # streams that reached the end of the cut
     for packet in source.demux(video, *copied):
-        if packet.stream.index != video.index:
-            if packet.dts is not None:
-                yield packet
-            continue
-        for frame in packet.decode():
-            pts = frame.pts if frame.pts is not None else round(index * step)
-            index += 1
-            yield _Frame(color.to_bgr(frame), pts, video.time_base)
+        stream = packet.stream
+        if stream.index != video.index:
+            ts = packet.pts if packet.pts is not None else packet.dts
+            if ts is None:
+                continue
+            if cut is not None:
+                where = cut.position(ts, stream.time_base)
+                if where > 0:
+                    past.add(stream.index)
+                if where:
+                    continue
+                off = cut.offset(stream.time_base)
+                packet.pts = None if packet.pts is None else packet.pts - off
+                packet.dts = None if packet.dts is None else packet.dts - off
+            yield packet
+        elif video.index not in past:
+            for frame in packet.decode():
+                pts = frame.pts if frame.pts is not None else round(index * step)
+                index += 1
+                if cut is not None:
+                    where = cut.position(pts, video.time_base)
+                    if where > 0:
+                        past.add(video.index)
+                        break
+                    if where < 0:
+                        continue
+                    pts -= cut.offset(video.time_base)
+                yield _Frame(color.to_bgr(frame), pts, video.time_base)
+        if cut is not None and len(past) == 1 + len(copied):
+            return
