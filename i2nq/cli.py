@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from i2nq import __version__
 from i2nq.errors import I2NQError
@@ -36,7 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _note(message, category, filename, lineno, line=None) -> str:
+    return f"i2nq: note: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _note  # the library's warnings (e.g. an audio stream re-encoded) as one line each
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

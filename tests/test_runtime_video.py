@@ -161,10 +161,11 @@ def _subtitles(path: Path) -> list[tuple[bytes, Fraction]]:
         return [(bytes(p), p.pts * p.time_base) for p in c.demux(c.streams.subtitles[0]) if p.size]
 
 
-def test_subtitles_are_copied(upscaler, tmp_path) -> None:
-    """An SRT track (muxed into MKV from FFmpeg's own SRT demuxer) comes out with the same cues and times."""
+@pytest.fixture
+def subtitled(tmp_path) -> Path:
+    """An MKV with an SRT track (muxed from FFmpeg's own SRT demuxer), the second cue in italics."""
     (tmp_path / "cues.srt").write_text("1\n00:00:00,000 --> 00:00:00,200\nhello\n\n"
-                                       "2\n00:00:00,250 --> 00:00:00,400\nworld\n")
+                                       "2\n00:00:00,250 --> 00:00:00,400\n<i>world</i>\n")
     clip = tmp_path / "subtitled.mkv"
     with av.open(str(tmp_path / "cues.srt")) as cues, av.open(str(clip), "w") as out:
         video = out.add_stream("libx264", rate=12, options={"preset": "ultrafast"})
@@ -179,11 +180,38 @@ def test_subtitles_are_copied(upscaler, tmp_path) -> None:
                 packet.stream = text
                 out.mux(packet)
         out.mux(video.encode(None))
-    cues = _subtitles(clip)
-    assert [c[0] for c in cues] == [b"hello", b"world"]
-    result = upscaler.upscale_video(clip, tmp_path / "out.mkv", preset="ultrafast", progress=False)
+    return clip
+
+
+def test_subtitles_are_copied(upscaler, subtitled, tmp_path) -> None:
+    cues = _subtitles(subtitled)
+    assert [c[0] for c in cues] == [b"hello", b"<i>world</i>"]
+    result = upscaler.upscale_video(subtitled, tmp_path / "out.mkv", preset="ultrafast", progress=False)
     assert _subtitles(result) == cues
     assert len(_video(result)[1]) == 6
+
+
+def _cues(path: Path) -> list[tuple[Fraction, Fraction, list[bytes]]]:
+    """(start, duration, ASS dialogue texts) of each nonempty cue."""
+    with av.open(str(path)) as c:
+        stream = c.streams.subtitles[0]
+        cues = [(p.pts * p.time_base, p.duration * p.time_base, stream.codec_context.decode2(p))
+                for p in c.demux(stream) if p.size]
+        return [(t, d, [r.ass.split(b",", 8)[-1] for r in subs]) for t, d, subs in cues if subs is not None and len(subs)]
+
+
+def test_subtitles_the_container_cannot_hold_are_converted(upscaler, subtitled, tmp_path) -> None:
+    with pytest.warns(UserWarning, match=r"re-encoding subtitle stream 1 \(srt\) of subtitled.mkv to mov_text"):
+        result = upscaler.upscale_video(subtitled, tmp_path / "out.mp4", preset="ultrafast", progress=False)
+    with av.open(str(result)) as c:
+        assert c.streams.subtitles[0].codec_context.name == "mov_text"
+    assert _cues(subtitled) == [(0, Fraction(1, 5), [b"hello"]), (Fraction(1, 4), Fraction(3, 20), [b"{\\i1}world{\\i0}"])]
+    # the same times and text, still in italics (mov_text leaves the closing tag at the end of a cue implicit)
+    assert _cues(result) == [(0, Fraction(1, 5), [b"hello"]), (Fraction(1, 4), Fraction(3, 20), [b"{\\i1}world"])]
+    with pytest.raises(I2NQError, match=r"^.avi files cannot hold the srt subtitle stream 1 of subtitled.mkv; "
+                                        r"write .mkv instead$"):
+        upscaler.upscale_video(subtitled, tmp_path / "out.avi", codec="mpeg4", progress=False)
+    assert not (tmp_path / "out.avi").exists()
 
 
 def test_other_container_and_codec(upscaler, clip, tmp_path) -> None:
@@ -307,3 +335,25 @@ def test_cli_preview_of_a_part(tiny_model, long_clip, tmp_path) -> None:
     r = subprocess.run([*cmd, "-o", str(tmp_path / "q.mp4"), "--start", "1:00"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == "i2nq: error: start 60 s is at or past the end of long.mp4 (4.000 s)"
     assert not (tmp_path / "q.mp4").exists()
+
+
+def _samples(path: Path) -> tuple[np.ndarray, int]:
+    with av.open(str(path)) as c:
+        stream = c.streams.audio[0]
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(stream)]), stream.rate
+
+
+@pytest.mark.parametrize("start", [0.0, 0.25])
+def test_audio_the_container_cannot_hold_is_reencoded(upscaler, clip, tmp_path, start) -> None:
+    with pytest.warns(UserWarning, match=r"re-encoding audio stream 1 \(aac\) of clip.mp4 to libopus: .webm files"):
+        out = upscaler.upscale_video(clip, tmp_path / "out.webm", codec="libvpx-vp9", crf=40, preset="ultrafast",
+                                     progress=False, start=start)
+    with av.open(str(out)) as c:
+        assert c.streams.audio[0].codec_context.name == "opus"
+    assert len(_video(out)[1]) == round(12 * (1 - start))
+    samples, rate = _samples(out)
+    assert abs(len(samples) / rate - (1 - start)) < 0.03  # the same length, to about an Opus frame
+    spectrum = np.abs(np.fft.rfft(samples[rate // 50: -rate // 50]))
+    peak = np.argmax(spectrum) * rate / (len(samples) - 2 * (rate // 50))
+    rms = np.sqrt(np.mean(samples[rate // 50: -rate // 50] ** 2))
+    assert abs(peak - 440) < 5 and abs(rms - 0.3 / np.sqrt(2)) < 0.02  # the 440 Hz tone at its level

@@ -1,4 +1,5 @@
-"""Video: PyAV decode -> batched SR -> encode, with audio and subtitle packets copied untouched.
+"""Video: PyAV decode -> batched SR -> encode, with audio and subtitle packets copied untouched (re-encoded,
+with a warning, only where the output container cannot hold their codec: AAC into WebM, SRT into MP4).
 
 Decoding and encoding run in their own threads, joined to inference by bounded queues, so they overlap
 with the model and memory stays bounded for any length. Every frame keeps its timestamp. Colours keep
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -221,13 +223,111 @@ def upscale_video(src: Path, dst: Path, tiler: Tiler, options: VideoOptions = Vi
                 with sink:
                     color = _Color.of(video)
                     encoder = _add_encoder(sink, video, tiler.scale, options, color, _display_matrix(src))
-                    streams = {s.index: sink.add_stream_from_template(s) for s in copied}
+                    streams = {s.index: _carry(sink, s, src, dst) for s in copied}
                     tiles = tiler.tiles_per_frame(video.codec_context.height, video.codec_context.width)
                     _run(source, video, copied, sink, encoder, streams, color, tiler.run, max(1, tiler.batch // tiles),
                          tqdm(total=_expected_frames(source, video, cut), unit="frame", desc=src.name,
                               disable=not progress, dynamic_ncols=True), cut)
             except (av.error.FFmpegError, ValueError) as exc:  # e.g. a codec the output container cannot hold
                 raise I2NQError(f"cannot write video {dst}: {_reason(exc)}") from None
+
+
+def _carry(sink: av.container.OutputContainer, stream: av.stream.Stream, src: Path, dst: Path):
+    """The output stream that carries `stream`: a copy where the container can hold its codec, else a
+    re-encoding to one it can hold (audio; text subtitles), announced with a warning, else an error."""
+    try:
+        return sink.add_stream_from_template(stream)
+    except ValueError:
+        pass
+    name = stream.codec_context.name
+    transcoder = _TRANSCODERS[stream.type].into(sink, stream) if stream.type in _TRANSCODERS else None
+    if transcoder is None:
+        raise I2NQError(f"{dst.suffix} files cannot hold the {name} {stream.type} stream {stream.index} of "
+                        f"{src.name}; write {'.mkv' if dst.suffix.lower() != '.mkv' else '.mp4'} instead")
+    warnings.warn(f"re-encoding {stream.type} stream {stream.index} ({name}) of {src.name} to "
+                  f"{transcoder.out.codec_context.name}: {dst.suffix} files cannot hold {name}", stacklevel=2)
+    return transcoder
+
+
+class _Transcoder:
+    """Decodes one copied stream and encodes it to the first of CODECS the output container holds."""
+
+    CODECS: tuple[str, ...] = ()
+
+    def __init__(self, source: av.stream.Stream, out: av.stream.Stream) -> None:
+        self.source, self.out = source, out
+
+    @classmethod
+    def into(cls, sink: av.container.OutputContainer, source: av.stream.Stream) -> _Transcoder | None:
+        for name in cls.CODECS:
+            try:
+                return cls(source, cls._add(sink, name, source))
+            except (ValueError, av.error.FFmpegError):  # not built in, or not for this container
+                continue
+        return None
+
+    @staticmethod
+    def _add(sink: av.container.OutputContainer, name: str, source: av.stream.Stream) -> av.stream.Stream:
+        return sink.add_stream(name)
+
+    def encode(self, packet: av.Packet | None) -> Iterator[av.Packet]:
+        """Output packets for one source packet (None: flush everything)."""
+        raise NotImplementedError
+
+
+class _AudioTranscoder(_Transcoder):
+    CODECS = ("aac", "libopus", "libmp3lame", "flac")
+    BIT_RATE = 192_000  # per stereo pair, for the lossy codecs: transparent for AAC and Opus
+
+    def __init__(self, source: av.audio.stream.AudioStream, out: av.audio.stream.AudioStream) -> None:
+        super().__init__(source, out)
+        codec = out.codec_context.codec
+        layout = source.codec_context.layout
+        out.layout = layout
+        if codec.name != "flac":
+            out.bit_rate = self.BIT_RATE * max(1, layout.nb_channels // 2)
+        self.resampler = av.AudioResampler(format=codec.audio_formats[0].name, layout=layout, rate=out.rate)
+
+    @staticmethod
+    def _add(sink: av.container.OutputContainer, name: str, source: av.stream.Stream) -> av.stream.Stream:
+        rates = av.codec.Codec(name, "w").audio_rates  # Opus: 48 kHz and a few lower rates only
+        return sink.add_stream(name, rate=source.rate if not rates or source.rate in rates else max(rates))
+
+    def encode(self, packet: av.Packet | None) -> Iterator[av.Packet]:
+        for frame in self.source.codec_context.decode(packet):
+            for chunk in self.resampler.resample(frame):
+                yield from self.out.encode(chunk)
+        if packet is None:
+            for chunk in self.resampler.resample(None):
+                yield from self.out.encode(chunk)
+            yield from self.out.encode(None)
+
+
+class _SubtitleTranscoder(_Transcoder):
+    """Text subtitles (SubRip, ASS, mov_text, WebVTT) to the text format the container holds; cue times and
+    styling carried through FFmpeg's ASS representation. Bitmap subtitles cannot be converted."""
+
+    CODECS = ("mov_text", "subrip", "webvtt", "ass")
+    TEXT = ("subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text")
+
+    def __init__(self, source: av.subtitles.stream.SubtitleStream, out: av.subtitles.stream.SubtitleStream) -> None:
+        if source.codec_context.name not in self.TEXT:
+            raise ValueError("not a text subtitle")
+        super().__init__(source, out)
+        source.codec_context.open(strict=False)  # its ASS header: the encoder needs it before the file starts
+        out.codec_context.subtitle_header = source.codec_context.subtitle_header
+
+    def encode(self, packet: av.Packet | None) -> Iterator[av.Packet]:
+        cues = self.source.codec_context.decode2(packet) if packet is not None else None
+        if cues is None:
+            return
+        out = self.out.codec_context.encode_subtitle(cues)
+        out.pts = out.dts = packet.pts
+        out.duration, out.time_base, out.stream = packet.duration, packet.time_base, self.out
+        yield out
+
+
+_TRANSCODERS = {"audio": _AudioTranscoder, "subtitle": _SubtitleTranscoder}
 
 
 def _expected_frames(source: av.container.InputContainer, video: av.video.stream.VideoStream,
@@ -311,10 +411,15 @@ def _run(source, video, copied, sink, encoder, streams, color, upscale, frames_p
                 frame.pts, frame.time_base = item.pts, item.time_base
                 sink.mux(encoder.encode(frame))
                 bar.update(1)
+            elif isinstance(target := streams[item.stream.index], _Transcoder):
+                sink.mux(list(target.encode(item)))
             else:
-                item.stream = streams[item.stream.index]
+                item.stream = target
                 sink.mux(item)
         sink.mux(encoder.encode(None))
+        for target in streams.values():
+            if isinstance(target, _Transcoder):
+                sink.mux(list(target.encode(None)))
 
     threads = [pipe.thread(decode), pipe.thread(encode)]
     try:
