@@ -92,15 +92,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
 
 
 def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (40, 30), fps: int = 12,
-              audio: bool = True, keyint: int = 250) -> Path:
-    """A small H.264 mp4 of moving gradients (a keyframe every `keyint` frames), with a 440 Hz AAC tone
-    track when `audio`."""
+              audio: bool = True, keyint: int = 250, bframes: int = 0) -> Path:
+    """A small H.264 mp4 of moving gradients (a keyframe every `keyint` frames, `bframes` B-frames in a row at
+    most), with a 440 Hz AAC tone track when `audio`."""
     import av
 
     width, height = size
     yy, xx = np.mgrid[0:height, 0:width]
     with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=fps, options={"crf": "20", "preset": "ultrafast", "g": str(keyint)})
+        video = out.add_stream("libx264", rate=fps, options={"crf": "20", "preset": "ultrafast", "g": str(keyint), "bf": str(bframes)})
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         sound = out.add_stream("aac", rate=48000, layout="mono") if audio else None
         for i in range(frames):

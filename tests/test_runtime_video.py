@@ -265,10 +265,10 @@ def _frames(path: Path) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory) -> Path:
-    """4 s at 12 fps, a keyframe every second, with audio: parts of it start between keyframes."""
+    """4 s at 12 fps, a keyframe every second, B-frames, with audio: parts of it start between keyframes."""
     from conftest import make_clip
 
-    return make_clip(tmp_path_factory.mktemp("long") / "long.mp4", frames=48, keyint=12)
+    return make_clip(tmp_path_factory.mktemp("long") / "long.mp4", frames=48, keyint=12, bframes=2)
 
 
 @pytest.mark.parametrize("start, duration, first, count", [(1.25, 1.0, 15, 12), (3.5, None, 42, 6), (0, 0.5, 0, 6)])
