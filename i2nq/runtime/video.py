@@ -259,12 +259,18 @@ class _Transcoder:
 
     @classmethod
     def into(cls, sink: av.container.OutputContainer, source: av.stream.Stream) -> _Transcoder | None:
+        if not cls.accepts(source):
+            return None
         for name in cls.CODECS:
             try:
                 return cls(source, cls._add(sink, name, source))
             except (ValueError, av.error.FFmpegError):  # not built in, or not for this container
                 continue
         return None
+
+    @classmethod
+    def accepts(cls, source: av.stream.Stream) -> bool:
+        return True
 
     @staticmethod
     def _add(sink: av.container.OutputContainer, name: str, source: av.stream.Stream) -> av.stream.Stream:
@@ -310,9 +316,11 @@ class _SubtitleTranscoder(_Transcoder):
     CODECS = ("mov_text", "subrip", "webvtt", "ass")
     TEXT = ("subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text")
 
+    @classmethod
+    def accepts(cls, source: av.stream.Stream) -> bool:
+        return source.codec_context.name in cls.TEXT
+
     def __init__(self, source: av.subtitles.stream.SubtitleStream, out: av.subtitles.stream.SubtitleStream) -> None:
-        if source.codec_context.name not in self.TEXT:
-            raise ValueError("not a text subtitle")
         super().__init__(source, out)
         source.codec_context.open(strict=False)  # its ASS header: the encoder needs it before the file starts
         out.codec_context.subtitle_header = source.codec_context.subtitle_header
