@@ -44,8 +44,22 @@ def atomic_output(dst: Path) -> Iterator[Path]:
     tmp = dst.with_name(f".{dst.stem}.{uuid.uuid4().hex[:8]}.part{dst.suffix}")
     try:
         yield tmp
+        # some writers (safetensors) create private 0600 files: give the output the mode a plainly created file
+        # would have, or keep the mode of the file it replaces
+        os.chmod(tmp, dst.stat().st_mode & 0o7777 if dst.exists() else 0o666 & ~_umask())
         os.replace(tmp, dst)
     except OSError as exc:
         raise I2NQError(f"cannot write {dst}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux tells it (os.umask both sets and returns it)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask

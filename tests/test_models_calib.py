@@ -176,3 +176,16 @@ def test_cli_eval_json(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert {"psnr_y", "ssim_y", "bicubic_psnr_y"} <= out.keys() and out["images"][0]["name"] == "a.png"
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    """safetensors writes private 0600 files; our outputs get what the umask gives, or keep the replaced file's."""
+    import os
+
+    from i2nq.files import _umask
+
+    path = save(tiny(), tmp_path / "m.safetensors")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask() and _umask() == os.umask(_umask())
+    path.chmod(0o640)
+    save(tiny(), path)
+    assert path.stat().st_mode & 0o777 == 0o640
