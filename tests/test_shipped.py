@@ -9,22 +9,30 @@ import pytest
 from i2nq.assets import shipped_model
 
 
+QUANTIZED = {"default": 4, "default-x2": 2}  # shipped I²NQ W4A4 models and their scales
+
+
 def test_shipped_models_load_by_name():
+    from i2nq.assets import model_names
     from i2nq.models import load
 
-    q, f = load("default"), load("default-fp32")
-    assert q.info.bits == "w4a4" and q.quant_config["method"] == "i2nq"
+    assert model_names() == ["default", "default-fp32", "default-x2"]
+    q, f, q2 = load("default"), load("default-fp32"), load("default-x2")
+    assert q.info.bits == q2.info.bits == "w4a4" and q.quant_config["method"] == q2.quant_config["method"] == "i2nq"
     assert f.info.bits == "fp32" and (q.info.arch, q.info.scale) == (f.info.arch, f.info.scale) == ("edsr-small", 4)
+    assert (q2.info.arch, q2.info.scale) == ("edsr-small", 2)
 
 
-def test_shipped_onnx_equals_a_fresh_export_of_the_shipped_checkpoint():
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_shipped_onnx_equals_a_fresh_export_of_the_shipped_checkpoint(name):
     from i2nq.export.onnx_export import to_onnx
     from i2nq.models import load
 
-    shipped = onnx.load(str(shipped_model("default", ".onnx")))
-    fresh = to_onnx(load("default"))
+    shipped = onnx.load(str(shipped_model(name, ".onnx")))
+    fresh = to_onnx(load(name))
     meta = {p.key: p.value for p in shipped.metadata_props}
-    assert meta["i2nq.bits"] == "w4a4" and meta["i2nq.scale"] == "4" and meta["i2nq.receptive_field"] == "20"
+    assert meta["i2nq.bits"] == "w4a4" and meta["i2nq.scale"] == str(QUANTIZED[name])
+    assert meta["i2nq.receptive_field"] == "20"
     # the version stamp may move on; everything else (graph, weights, codes, functions) must be identical
     for m in (shipped, fresh):
         for p in m.metadata_props:
@@ -34,7 +42,8 @@ def test_shipped_onnx_equals_a_fresh_export_of_the_shipped_checkpoint():
     assert shipped.SerializeToString() == fresh.SerializeToString()
 
 
-def test_shipped_onnx_matches_torch_on_a_real_image():
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_shipped_onnx_matches_torch_on_a_real_image(name):
     import onnxruntime as ort
     import torch
     import cv2
@@ -44,16 +53,17 @@ def test_shipped_onnx_matches_torch_on_a_real_image():
 
     bgr = cv2.imread(str(sample("sample.png")))
     x = np.ascontiguousarray(bgr[::4, ::4, ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255
-    sess = ort.InferenceSession(str(shipped_model("default", ".onnx")), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(shipped_model(name, ".onnx")), providers=["CPUExecutionProvider"])
     y = sess.run(None, {"input": x})[0]
     with torch.no_grad():
-        ref = load("default")(torch.from_numpy(x)).numpy()
+        ref = load(name)(torch.from_numpy(x)).numpy()
     mse = float(((y - ref) ** 2).mean())
     assert mse == 0 or 10 * np.log10(1 / mse) >= 60
 
 
+@pytest.mark.parametrize("name", QUANTIZED)
 @pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
-def test_tiled_equals_whole_frame_with_the_shipped_model(backend):
+def test_tiled_equals_whole_frame_with_the_shipped_model(backend, name):
     """Real custom-op model, overlap = receptive field (20): tiles must reproduce the whole frame."""
     from i2nq.runtime import Upscaler
 
@@ -61,8 +71,8 @@ def test_tiled_equals_whole_frame_with_the_shipped_model(backend):
     import cv2
 
     img = cv2.GaussianBlur(rng.integers(0, 256, (71, 97, 3), dtype=np.uint8), (3, 3), 0)
-    whole = Upscaler("default", backend=backend, device="cpu", tile=0).upscale(img)
-    tiled = Upscaler("default", backend=backend, device="cpu", tile=48, batch=3).upscale(img)
-    assert whole.shape == (284, 388, 3)
+    whole = Upscaler(name, backend=backend, device="cpu", tile=0).upscale(img)
+    tiled = Upscaler(name, backend=backend, device="cpu", tile=48, batch=3).upscale(img)
+    assert whole.shape == (71 * QUANTIZED[name], 97 * QUANTIZED[name], 3)
     diff = np.abs(whole.astype(int) - tiled.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3

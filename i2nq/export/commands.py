@@ -15,7 +15,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                     "ai.i2nq NUQuant nodes, quantized weights bit-packed codes rebuilt by LUTDequant; both ops "
                     "ship as model-local functions of standard ops. Input 'input' is NCHW RGB in [0, 1] "
                     "(float32; float16 for --flavor tensorrt), with dynamic batch, height and width.")
-    p.add_argument("model", help="shipped model name (default, default-fp32), .safetensors checkpoint or "
+    p.add_argument("model", help="shipped model name (default, default-x2, default-fp32), .safetensors checkpoint or "
                                    "EDSR-PyTorch/BasicSR weights (.pt, .pth)")
     p.add_argument("-o", "--output", required=True, help="output .onnx file")
     p.add_argument("--flavor", choices=list(FLAVORS), default="portable",
