@@ -189,3 +189,55 @@ def test_outputs_get_the_usual_file_mode(tmp_path):
     path.chmod(0o640)
     save(tiny(), path)
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_training_images_from_a_folder_an_image_or_video_frames(tmp_path, monkeypatch):
+    import cv2
+
+    from i2nq.calib import data as data_mod
+    from i2nq.calib.data import training_images
+    from conftest import make_clip
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / "imgs" / f"{i}.png"), rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    assert [t.shape for t in training_images(tmp_path / "imgs")] == [(3, 40, 50)] * 2
+    assert len(training_images(tmp_path / "imgs" / "0.png")) == 1
+    clip = make_clip(tmp_path / "clip.mp4", frames=48, keyint=12, bframes=2)  # 4 s at 12 fps
+    frames = training_images(clip, frames=4)
+    import av
+
+    with av.open(str(clip)) as c:
+        decoded = [data_mod.to_tensor(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+    # frames at 0.5, 1.5, 2.5 and 3.5 s: numbers 6, 18, 30, 42
+    assert [min(range(48), key=lambda i: float((decoded[i] - f).abs().mean())) for f in frames] == [6, 18, 30, 42]
+    (tmp_path / "notes.txt").write_text("x")
+    for target in (tmp_path / "missing", tmp_path / "notes.txt"):
+        with pytest.raises(I2NQError, match="must be a folder of images, an image or a video"):
+            training_images(target)
+    with pytest.raises(I2NQError, match="frames must be >= 1"):
+        training_images(clip, frames=0)
+    monkeypatch.setattr(data_mod, "MAX_TRAIN_PIXELS", 3000)
+    with pytest.raises(I2NQError, match="holds 0 MP, more than the 0 MP kept in memory; use fewer"):
+        training_images(tmp_path / "imgs")
+
+
+def test_quantize_on_your_own_data_records_it(tmp_path):
+    import cv2
+
+    m = tiny()
+    randomize_tail(m)
+    save(m, tmp_path / "f.safetensors")
+    rng = np.random.default_rng(1)
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "imgs" / f"{i}.png"),
+                    cv2.GaussianBlur(rng.integers(0, 256, (80, 90, 3), dtype=np.uint8), (5, 5), 0))
+    r = subprocess.run([sys.executable, "-m", "i2nq.cli", "quantize", str(tmp_path / "f.safetensors"), "-o",
+                        str(tmp_path / "q.safetensors"), "--steps", "2", "--batch", "2", "--calib-batches", "1",
+                        "--data", str(tmp_path / "imgs")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    from i2nq.models.checkpoint import read_config
+
+    assert read_config(tmp_path / "q.safetensors")["training"]["data"] == "imgs"

@@ -30,7 +30,8 @@ def _train(args: argparse.Namespace) -> None:
     from i2nq.models.registry import build
 
     build(args.arch, args.scale)  # validates arch and scale before any work
-    train_float(args.arch, args.scale, _out_path(args.output, args.overwrite), _train_config(args), state=args.state)
+    train_float(args.arch, args.scale, _out_path(args.output, args.overwrite), _train_config(args), state=args.state,
+                data=args.data, frames=args.frames)
 
 
 def _quantize(args: argparse.Namespace) -> None:
@@ -44,7 +45,8 @@ def _quantize(args: argparse.Namespace) -> None:
     parent = load(args.model)
     if parent.quant_config:
         raise I2NQError(f"{args.model} is already quantized; start from a float checkpoint")
-    quantize_model(parent, cfg, out, _train_config(args), calib_batches=args.calib_batches, state=args.state)
+    quantize_model(parent, cfg, out, _train_config(args), calib_batches=args.calib_batches, state=args.state,
+                   data=args.data, frames=args.frames)
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -77,6 +79,9 @@ def _training_args(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--state", help="resumable training state (default: OUTPUT with .state.pt)")
+    p.add_argument("--data", help="training images: a folder of images or a video, e.g. the content you will "
+                                  "upscale (default: scikit-image's photographs)")
+    p.add_argument("--frames", type=int, default=32, help="frames taken evenly from a --data video (default: 32)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 

@@ -1,4 +1,5 @@
-"""Image sets: scikit-image's bundled photographs for training, folders of HR images for evaluation."""
+"""Image sets: scikit-image's bundled photographs (or your images or video frames) for training, folders of HR
+images for evaluation."""
 
 from __future__ import annotations
 
@@ -35,21 +36,74 @@ def skimage_photos(names: tuple[str, ...] = TRAIN_PHOTOS) -> list[torch.Tensor]:
 
 def read_folder(folder: str | Path) -> list[tuple[str, torch.Tensor]]:
     """All images in `folder` (sorted by name) as (name, 3xHxW float) pairs; I2NQError if none."""
-    import cv2
-
     folder = Path(folder)
     if not folder.is_dir():
         raise I2NQError(f"image folder not found: {folder}")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise I2NQError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    out = []
-    for p in files:
-        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise I2NQError(f"cannot decode image: {p}")
-        out.append((p.name, to_tensor(bgr[..., ::-1])))
-    return out
+    return [(p.name, _read_image(p)) for p in files]
+
+
+def _read_image(path: Path) -> torch.Tensor:
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise I2NQError(f"cannot decode image: {path}")
+    return to_tensor(bgr[..., ::-1])
+
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
+MAX_TRAIN_PIXELS = 120_000_000  # HR + LR float32 copies of this many pixels take about 1.8 GB
+
+
+def training_images(path: str | Path, frames: int = 32) -> list[torch.Tensor]:
+    """HR training images from a folder of images or from `frames` frames spread evenly over a video, so a model
+    can be calibrated and fine-tuned on the content it will upscale. Each frame should be at full quality: the
+    model learns to restore the frame's bicubic downscale to the frame itself."""
+    path = Path(path)
+    if path.is_dir():
+        images = [t for _, t in read_folder(path)]
+    elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+        images = _video_frames(path, frames)
+    elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        images = [_read_image(path)]
+    else:
+        raise I2NQError(f"training data must be a folder of images, an image or a video "
+                        f"({', '.join(VIDEO_SUFFIXES)}): {path}")
+    pixels = sum(t.shape[-2] * t.shape[-1] for t in images)
+    if pixels > MAX_TRAIN_PIXELS:
+        raise I2NQError(f"training data {path.name} holds {pixels / 1e6:.0f} MP, more than the "
+                        f"{MAX_TRAIN_PIXELS / 1e6:.0f} MP kept in memory; use fewer or smaller images (or frames)")
+    return images
+
+
+def _video_frames(path: Path, count: int) -> list[torch.Tensor]:
+    """`count` frames at evenly spaced times (the first decodable frame at or after each)."""
+    import av
+
+    if count < 1:
+        raise I2NQError(f"frames must be >= 1, got {count}")
+    try:
+        with av.open(str(path)) as source:
+            if not source.streams.video:
+                raise I2NQError(f"{path.name} has no video stream")
+            video = source.streams.video[0]
+            length = (source.duration or 0) / av.time_base
+            origin = (source.start_time or 0) / av.time_base
+            images = []
+            for i in range(count):
+                t = origin + length * (i + 0.5) / count
+                source.seek(int(t * av.time_base), backward=True)  # the keyframe before t
+                frame = next((f for f in source.decode(video) if f.time is None or f.time >= t - 1e-6), None)
+                if frame is not None:
+                    images.append(to_tensor(frame.to_ndarray(format="rgb24")))
+    except av.error.FFmpegError as exc:
+        raise I2NQError(f"cannot read video {path.name}: {str(exc).splitlines()[0]}") from None
+    if not images:
+        raise I2NQError(f"no frames decoded from {path.name}")
+    return images
 
 
 def quantize8(x: torch.Tensor) -> torch.Tensor:
