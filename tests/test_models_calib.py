@@ -241,3 +241,10 @@ def test_quantize_on_your_own_data_records_it(tmp_path):
     from i2nq.models.checkpoint import read_config
 
     assert read_config(tmp_path / "q.safetensors")["training"]["data"] == "imgs"
+    r = subprocess.run([sys.executable, "-m", "i2nq.cli", "inspect", str(tmp_path / "q.safetensors")],
+                       capture_output=True, text=True)
+    assert "training     qat, 2 steps, on imgs" in r.stdout
+    small = subprocess.run([sys.executable, "-m", "i2nq.cli", "quantize", str(tmp_path / "f.safetensors"), "-o",
+                            str(tmp_path / "q2.safetensors"), "--data", str(tmp_path / "imgs"), "--patch", "48"],
+                           capture_output=True, text=True)
+    assert small.returncode == 2 and "need images of at least 96 px a side at x2 (the largest is 90x80)" in small.stderr

@@ -142,7 +142,10 @@ class PairSet:
     def from_images(cls, images: list[torch.Tensor], scale: int, min_lr_side: int = 0) -> "PairSet":
         hr = [crop_to_scale(im, scale) for im in images if min(im.shape[-2:]) // scale >= min_lr_side]
         if not hr:
-            raise I2NQError("no training images large enough for the patch size")
+            largest = max(images, key=lambda im: min(im.shape[-2:]))
+            raise I2NQError(f"no training image is large enough: LR patches of {min_lr_side} px need images of at "
+                            f"least {min_lr_side * scale} px a side at x{scale} (the largest is "
+                            f"{largest.shape[-1]}x{largest.shape[-2]}); use larger images or a smaller --patch")
         return cls(hr=hr, lr=[bicubic_down(h, scale) for h in hr], scale=scale)
 
     def batch(self, n: int, lr_patch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

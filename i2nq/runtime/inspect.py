@@ -154,6 +154,9 @@ def describe(info: dict) -> str:
             t = info["training"]
             done = "calibration only (post-training)" if t.get("kind") == "qat" and not t.get("steps") else \
                 f"{t.get('kind', 'train')}, {t.get('steps')} steps"
+            data = t.get("data")
+            if data:
+                done += f", on {data}" + (f" ({t['frames']} frames)" if t.get("frames") else "")
             lines.append(f"  training     {done}")
         if info.get("source"):
             src = info["source"]
