@@ -145,7 +145,8 @@ def test_relu_absorbed_by_a_nonnegative_quantizer_is_dropped(models) -> None:
 @pytest.mark.parametrize("scale", [3, 4])
 def test_other_scales_and_the_no_skip_archs(scale) -> None:
     for model in (tiny(3, scale=scale, n_blocks=1), tiny(None, scale=scale, arch="edsr-baseline", n_blocks=1),
-                  tiny(3, scale=scale, arch="edsr", n_blocks=2)):  # the paper's EDSR: residuals scaled by 0.1
+                  tiny(3, scale=scale, arch="edsr", n_blocks=2),  # the paper's EDSR: residuals scaled by 0.1
+                  tiny(3, scale=scale, arch="srresnet"), tiny(None, scale=scale, arch="srresnet")):
         x = sample_inputs(((7, 10),))[0]
         got = session(to_onnx(model)).run(None, {"input": x})[0]
         with torch.no_grad():

@@ -18,7 +18,7 @@ from torch import nn
 from i2nq.errors import I2NQError
 from i2nq.models import load
 from i2nq.models.checkpoint import read_config
-from i2nq.models.foreign import import_edsr
+from i2nq.models.foreign import import_checkpoint
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -92,6 +92,30 @@ class EDSRBasicSR(nn.Module):
         return self.conv_last(self.upsample(res)) / self.img_range + self.mean
 
 
+class MSRResNet(nn.Module):
+    """BasicSR's archs/srresnet_arch.py: input and output in [0, 1]."""
+
+    def __init__(self, scale: int, n_blocks: int, n: int) -> None:
+        super().__init__()
+        self.upscale = scale
+        self.conv_first = conv(3, n)
+        self.body = nn.Sequential(*[BasicSRResBlock(n, 1.0) for _ in range(n_blocks)])
+        self.upconv1 = conv(n, n * (9 if scale == 3 else 4))
+        if scale == 4:
+            self.upconv2 = conv(n, n * 4)
+        self.pixel_shuffle = nn.PixelShuffle(3 if scale == 3 else 2)
+        self.conv_hr, self.conv_last = conv(n, n), conv(n, 3)
+        self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
+
+    def forward(self, x):
+        out = self.body(self.lrelu(self.conv_first(x)))
+        out = self.lrelu(self.pixel_shuffle(self.upconv1(out)))
+        if self.upscale == 4:
+            out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))
+        out = self.conv_last(self.lrelu(self.conv_hr(out)))
+        return out + nn.functional.interpolate(x, scale_factor=self.upscale, mode="bilinear", align_corners=False)
+
+
 def randomized(model: nn.Module, seed: int) -> nn.Module:
     """Weights with some spread (default init plus noise), biases nonzero, the mean shift left alone."""
     g = torch.Generator().manual_seed(seed)
@@ -133,20 +157,44 @@ def test_basicsr_import_computes_the_same(tmp_path, wrap):
         torch.save({f"module.{k}": v for k, v in state.items()}, path)
     else:
         torch.save({wrap: state, "other": {"step": torch.tensor(1)}}, path)
-    imported = import_edsr(path, res_scale=0.1)
+    imported = import_checkpoint(path, res_scale=0.1)
     x = frame(1)
     with torch.no_grad():
         diff = float((imported.model(x) - ref(x)).abs().max())
     assert diff < 1e-5
     assert imported.source == dict(format="BasicSR", file=path.name, rgb_range=255.0, res_scale=0.1)
     with torch.no_grad():  # the default res_scale (1 below 256 features) is not this model's: the check can fail
-        assert float((import_edsr(path).model(x) - ref(x)).abs().max()) > 1e-3
+        assert float((import_checkpoint(path).model(x) - ref(x)).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_msrresnet_import_computes_the_same_and_exports(tmp_path, scale):
+    from i2nq.export.onnx_export import to_onnx
+    from i2nq.quant import I2NQConfig, calibrate_, quantize_
+
+    ref = randomized(MSRResNet(scale, 2, 8), scale)
+    torch.save({"params": ref.state_dict()}, tmp_path / "msrresnet.pth")
+    imported = import_checkpoint(tmp_path / "msrresnet.pth")
+    model, x = imported.model, frame(scale)
+    assert (model.arch, model.scale, model.n_blocks, model.n_feats) == ("srresnet", scale, 2, 8)
+    assert imported.source["format"] == "BasicSR"
+    with torch.no_grad():
+        assert float((model(x) - ref(x)).abs().max()) < 1e-5
+    quantize_(model, I2NQConfig(bits=4))
+    calibrate_(model, [torch.rand(2, 3, 16, 16)])
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(to_onnx(model.eval()).SerializeToString(), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        assert np.abs(sess.run(None, {"input": x.numpy()})[0] - model(x).numpy()).max() < 1e-5
+    with pytest.raises(I2NQError, match="MSRResNet works on pixels in"):
+        import_checkpoint(tmp_path / "msrresnet.pth", rgb_range=255)
 
 
 def test_res_scale_default_follows_feature_count(tmp_path):
     torch.save(EDSRBasicSR(2, 1, 256).state_dict(), tmp_path / "l.pth")
     torch.save(EDSRBasicSR(2, 1, 16).state_dict(), tmp_path / "m.pth")
-    big, small = import_edsr(tmp_path / "l.pth").model, import_edsr(tmp_path / "m.pth").model
+    big, small = import_checkpoint(tmp_path / "l.pth").model, import_checkpoint(tmp_path / "m.pth").model
     assert (big.arch, big.res_scale, small.arch, small.res_scale) == ("edsr", 0.1, "edsr-baseline", 1.0)
 
 
@@ -193,7 +241,7 @@ def mutated(state: dict, drop: str | None = None, **shapes) -> dict:
 
 
 @pytest.mark.parametrize("case, msg", [
-    ("keys", "neither an i2nq checkpoint nor EDSR weights"),
+    ("keys", "neither an i2nq checkpoint nor weights of"),
     ("missing", "unexpected structure (missing body.1.body.2.bias)"),
     ("extra", "unexpected structure (unexpected body.0.body.1.weight)"),
     ("gray", "only 3-channel RGB"),
@@ -203,7 +251,7 @@ def mutated(state: dict, drop: str | None = None, **shapes) -> dict:
     ("pickle", "not unpickled for safety"),
     ("garbage", "not a readable torch checkpoint"),
     ("list", "not a state dict"),
-    ("shape", "tensor shapes do not form an EDSR"),
+    ("shape", "tensor shapes do not form the model"),
 ])
 def test_import_bad_input_is_one_clear_error(tmp_path, case, msg):
     state = EDSRPyTorch(2, 2, 8).state_dict()
@@ -225,7 +273,7 @@ def test_import_bad_input_is_one_clear_error(tmp_path, case, msg):
     else:
         torch.save(obj, path)
     with pytest.raises(I2NQError, match=msg.replace("(", r"\(").replace(")", r"\)")):
-        import_edsr(path)
+        import_checkpoint(path)
     r = subprocess.run([sys.executable, "-m", "i2nq.cli", "convert", str(path), "-o", str(tmp_path / "o.safetensors")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

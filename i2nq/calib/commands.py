@@ -51,13 +51,14 @@ def _quantize(args: argparse.Namespace) -> None:
 
 def _convert(args: argparse.Namespace) -> None:
     from i2nq.models.checkpoint import save
-    from i2nq.models.foreign import import_edsr
+    from i2nq.models.foreign import import_checkpoint
 
     out = _out_path(args.output, args.overwrite)
-    imported = import_edsr(args.model, res_scale=args.res_scale, rgb_range=args.rgb_range)
+    imported = import_checkpoint(args.model, res_scale=args.res_scale, rgb_range=args.rgb_range)
     m, src = imported.model, imported.source
     save(m, out, source=src)
-    print(f"{src['file']}: {src['format']} EDSR, {m.n_blocks} blocks, {m.n_feats} features, x{m.scale}, "
+    family = "MSRResNet" if m.arch == "srresnet" else "EDSR"
+    print(f"{src['file']}: {src['format']} {family}, {m.n_blocks} blocks, {m.n_feats} features, x{m.scale}, "
           f"res_scale {src['res_scale']:g}, rgb_range {src['rgb_range']:g} -> {out} ({m.arch})")
 
 
@@ -87,13 +88,13 @@ def _training_args(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a float SR model on scikit-image's photographs (resumable)")
-    p.add_argument("--arch", default="edsr-small")
+    p.add_argument("--arch", default="edsr-small", help="edsr-small (default), edsr-baseline, edsr or srresnet")
     p.add_argument("--scale", type=int, default=4)
     _training_args(p, steps=4000, lr=1e-3)
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("convert", help="import a float EDSR checkpoint of EDSR-PyTorch or BasicSR (.pt/.pth)")
-    p.add_argument("model", help="EDSR-PyTorch or BasicSR EDSR weights (.pt, .pth, .ckpt or .safetensors)")
+    p = sub.add_parser("convert", help="import float EDSR (EDSR-PyTorch, BasicSR) or MSRResNet (BasicSR) weights")
+    p.add_argument("model", help="EDSR-PyTorch EDSR or BasicSR EDSR/MSRResNet weights (.pt, .pth, .ckpt, .safetensors)")
     p.add_argument("-o", "--output", required=True, help="output checkpoint (.safetensors)")
     p.add_argument("--res-scale", type=float, help="residual scaling (not stored in the weights; default: "
                    "0.1 for 256 features, else 1)")
@@ -103,7 +104,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("quantize", help="float checkpoint -> calibrated, QAT-trained I²NQ (or uniform) model")
-    p.add_argument("model", help="float model: name, .safetensors checkpoint or EDSR-PyTorch/BasicSR weights")
+    p.add_argument("model", help="float model: name, .safetensors checkpoint or EDSR/MSRResNet weights (see convert)")
     p.add_argument("--method", choices=("i2nq", "uniform"), default="i2nq")
     p.add_argument("--bits", type=int, default=4, help="weight and activation bits (2, 3, 4 or 8)")
     p.add_argument("--w-bits", type=int, help="weight bits (overrides --bits)")

@@ -14,7 +14,7 @@ from i2nq.calib.data import VAL_PHOTOS, PairSet, skimage_photos, training_images
 from i2nq.calib.train import TrainConfig, fit, val_psnr
 from i2nq.models import build, save
 from i2nq.models.checkpoint import load_any
-from i2nq.models.edsr import EDSR
+from i2nq.models.registry import SRModel
 from i2nq.quant import QuantConfig, calibrate_, is_quant_param, quantize_
 
 
@@ -35,7 +35,7 @@ def _data_record(data: str | os.PathLike | None, frames: int) -> dict:
 
 def train_float(arch: str, scale: int, out: str | os.PathLike, cfg: TrainConfig,
                 state: str | os.PathLike | None = None, log: Callable[[str], None] = print,
-                data: str | os.PathLike | None = None, frames: int = 32) -> EDSR:
+                data: str | os.PathLike | None = None, frames: int = 32) -> SRModel:
     """Train a float model from scratch on `data` (see training_sets) and save it to `out`."""
     model = build(arch, scale)
     train, val = training_sets(scale, cfg.lr_patch, data, frames)
@@ -45,10 +45,11 @@ def train_float(arch: str, scale: int, out: str | os.PathLike, cfg: TrainConfig,
     return model
 
 
-def quantize_model(float_model: str | os.PathLike | EDSR, config: QuantConfig, out: str | os.PathLike | None,
+def quantize_model(float_model: str | os.PathLike | SRModel, config: QuantConfig,
+                   out: str | os.PathLike | None,
                    cfg: TrainConfig, calib_batches: int = 8, state: str | os.PathLike | None = None,
                    sets: tuple[PairSet, PairSet | None] | None = None, log: Callable[[str], None] = print,
-                   data: str | os.PathLike | None = None, frames: int = 32) -> EDSR:
+                   data: str | os.PathLike | None = None, frames: int = 32) -> SRModel:
     """Float model -> trained I²NQ (or uniform baseline) model: calibrate codebooks and scales on
     training patches, then QAT with L1 plus `cfg.distill` x L1 to the float parent; saves to `out`.
 

@@ -1,14 +1,15 @@
-"""The ONNX graph of an EDSR-family model, emitted node by node from its module structure.
+"""The ONNX graph of an EDSR-family or SRResNet model, emitted node by node from its module structure.
 
-Why not torch.onnx.export: walking the (small, fixed) EDSR structure with onnx.helper gives a
+Why not torch.onnx.export: walking the (small, fixed) model structure with onnx.helper gives a
 deterministic, readable graph in one pass: activation sites become NUQuant nodes, quantized weights
 become packed codes + levels rebuilt by LUTDequant, float layers stay plain initializers, and nothing
 from the training-time quantizers (STE, observers, float shadow weights) leaks into the file.
 
 Mapping: Conv2d -> Conv, ReLU -> Relu (dropped before a NUQuant whose levels are all >= 0, which maps
 every x <= 0 to level 0 anyway: QuantConv2d.absorbs_relu), PixelShuffle(r) -> DepthToSpace(r, mode="CRD") (same channel
-order), bicubic skip -> Resize(cubic, cubic_coeff_a=-0.75, half_pixel), which equals torch's
-F.interpolate(mode="bicubic", align_corners=False) including the replicated border.
+order), LeakyReLU -> LeakyRelu, bicubic skip -> Resize(cubic, cubic_coeff_a=-0.75, half_pixel) and bilinear skip
+-> Resize(linear, half_pixel), which equal torch's F.interpolate(align_corners=False) including the replicated
+border.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 from i2nq.errors import I2NQError
 from i2nq.export.ops import custom_node
 from i2nq.models.edsr import EDSR, ResBlock
+from i2nq.models.srresnet import SRResNet
 from i2nq.quant import QuantConv2d, pack_codes
 
 INPUT, OUTPUT = "input", "output"
@@ -84,6 +86,10 @@ class GraphBuilder:
                                       bits=bits, shape=list(codes.shape), axis=0))
         return f"{prefix}.weight"
 
+    def scales(self, scale: int) -> str:
+        """The Resize scales of a global skip: [1, 1, scale, scale]."""
+        return self.const("skip.scales", np.array([1.0, 1.0, scale, scale], np.float32), cast=False)
+
     def module(self, prefix: str, x: str, m: nn.Module) -> str:
         """Emit `m` applied to `x`; returns the output name."""
         if isinstance(m, nn.Sequential):
@@ -100,29 +106,35 @@ class GraphBuilder:
             return self.node("Add", [x, h], f"{prefix}.out")
         if isinstance(m, nn.ReLU):
             return self.node("Relu", [x], prefix)
+        if isinstance(m, nn.LeakyReLU):
+            return self.node("LeakyRelu", [x], prefix, alpha=float(m.negative_slope))
         if isinstance(m, nn.PixelShuffle):
             return self.node("DepthToSpace", [x], prefix, blocksize=m.upscale_factor, mode="CRD")
         return self.conv(prefix, x, m)
 
 
-def build_graph(model: EDSR, dtype: type = np.float32) -> tuple[GraphProto, GraphBuilder]:
+def build_graph(model: EDSR | SRResNet, dtype: type = np.float32) -> tuple[GraphProto, GraphBuilder]:
     """The export graph of `model` (input "input" [N,3,H,W] -> output "output" [N,3,H*s,W*s])."""
-    if not isinstance(model, EDSR):
-        raise I2NQError(f"cannot export {type(model).__name__}: only i2nq EDSR-family models are supported")
+    if not isinstance(model, (EDSR, SRResNet)):
+        raise I2NQError(f"cannot export {type(model).__name__}: only i2nq EDSR and SRResNet models are supported")
     b = GraphBuilder(dtype=dtype)
-    mean = b.const("rgb_mean", model.rgb_mean)
     with torch.no_grad():
-        h = b.module("head", b.node("Sub", [INPUT, mean], "centered"), model.head)
-        body = b.module("body", h, model.body)
-        out = b.module("tail", b.node("Add", [body, h], "body.skip"), model.tail)
-        s = float(model.scale)
-        if model.skip == "bicubic":
-            scales = b.const("skip.scales", np.array([1.0, 1.0, s, s], np.float32), cast=False)
-            up = b.node("Resize", [INPUT, "", scales], "skip.bicubic", mode="cubic", cubic_coeff_a=-0.75,
-                        coordinate_transformation_mode="half_pixel", exclude_outside=0)
-            b.nodes.append(helper.make_node("Add", [out, up], [OUTPUT], name="output"))
+        if isinstance(model, SRResNet):
+            h = b.module("act", b.module("head", INPUT, model.head), model.act)
+            up = b.module("upsample", b.module("body", h, model.body), model.upsample)
+            out = b.module("tail", b.module("act_hr", b.module("conv_hr", up, model.conv_hr), model.act), model.tail)
+            skip = b.node("Resize", [INPUT, "", b.scales(model.scale)], "skip.bilinear", mode="linear",
+                          coordinate_transformation_mode="half_pixel")
         else:
-            b.nodes.append(helper.make_node("Add", [out, mean], [OUTPUT], name="output"))
+            mean = b.const("rgb_mean", model.rgb_mean)
+            h = b.module("head", b.node("Sub", [INPUT, mean], "centered"), model.head)
+            body = b.module("body", h, model.body)
+            out = b.module("tail", b.node("Add", [body, h], "body.skip"), model.tail)
+            skip = mean
+            if model.skip == "bicubic":
+                skip = b.node("Resize", [INPUT, "", b.scales(model.scale)], "skip.bicubic", mode="cubic",
+                              cubic_coeff_a=-0.75, coordinate_transformation_mode="half_pixel", exclude_outside=0)
+        b.nodes.append(helper.make_node("Add", [out, skip], [OUTPUT], name="output"))
     inputs = [helper.make_tensor_value_info(INPUT, b.elem_type, ["N", 3, "H", "W"])]
     outputs = [helper.make_tensor_value_info(OUTPUT, b.elem_type, ["N", 3, "Hs", "Ws"])]
     graph = helper.make_graph(b.nodes, f"i2nq_{model.arch}_x{model.scale}", inputs, outputs, b.initializers)

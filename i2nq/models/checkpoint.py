@@ -12,21 +12,20 @@ from torch import nn
 from i2nq import __version__
 from i2nq.errors import I2NQError
 from i2nq.files import atomic_output
-from i2nq.models.edsr import EDSR
-from i2nq.models.foreign import TORCH_SUFFIXES, import_edsr
-from i2nq.models.registry import ARCHS, build
+from i2nq.models.foreign import TORCH_SUFFIXES, import_checkpoint
+from i2nq.models.registry import ARCHS, SRModel, build
 
 FORMAT = "i2nq-checkpoint/1"
 
 
-def config_of(model: EDSR, **extra) -> dict:
+def config_of(model: SRModel, **extra) -> dict:
     """The JSON config that, with the tensors, rebuilds `model` exactly."""
     overrides = {k: getattr(model, k) for k in ARCHS[model.arch] if getattr(model, k) != ARCHS[model.arch][k]}
     return {"format": FORMAT, "i2nq_version": __version__, "arch": model.arch, "scale": model.scale,
             "arch_overrides": overrides, "quant": model.quant_config, **extra}
 
 
-def save(model: EDSR, path: str | os.PathLike, **extra) -> Path:
+def save(model: SRModel, path: str | os.PathLike, **extra) -> Path:
     """Write `model` (float or quantized) atomically to `path` (.safetensors); `extra` goes into the config."""
     from safetensors.torch import save_file
 
@@ -77,19 +76,19 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     return shipped_model(str(name_or_path), ".safetensors")
 
 
-def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> EDSR:
+def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> SRModel:
     """Load a shipped model by name or a checkpoint path; returns the module in eval mode.
 
     The module maps NCHW RGB float in [0, 1] to the upscaled image in the same convention;
-    `module.info` describes it (arch, scale, bits, receptive field). A float EDSR checkpoint of EDSR-PyTorch
-    or BasicSR (.pt/.pth/.ckpt, or .safetensors without i2nq metadata) is imported with default options
-    (`i2nq.models.foreign.import_edsr`).
+    `module.info` describes it (arch, scale, bits, receptive field). A float EDSR (EDSR-PyTorch, BasicSR) or
+    MSRResNet (BasicSR) checkpoint (.pt/.pth/.ckpt, or .safetensors without i2nq metadata) is imported with
+    default options (`i2nq.models.foreign.import_checkpoint`).
     """
     from safetensors.torch import load_file
 
     path = resolve(name_or_path)
     if path.suffix.lower() != ".safetensors" or "i2nq" not in _metadata(path):
-        return import_edsr(path).model.to(device)
+        return import_checkpoint(path).model.to(device)
     cfg = read_config(path)
     model = build(cfg["arch"], cfg["scale"], **cfg.get("arch_overrides", {}))
     if cfg.get("quant"):
@@ -105,6 +104,6 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return model.eval().to(device)
 
 
-def load_any(model: nn.Module | str | os.PathLike) -> EDSR:
+def load_any(model: nn.Module | str | os.PathLike) -> SRModel:
     """A module passes through; a name or path is loaded."""
     return model if isinstance(model, nn.Module) else load(model)

@@ -1,13 +1,15 @@
-"""Import float EDSR checkpoints trained elsewhere (EDSR-PyTorch, BasicSR) as i2nq's EDSR.
+"""Import float checkpoints trained elsewhere: EDSR (EDSR-PyTorch, BasicSR) and SRResNet (BasicSR's MSRResNet).
 
 The format is recognized from the state dict's key names and the configuration (blocks, features, scale) from
-its shapes. Their models take RGB in [0, rgb_range] (255) and output the same range; ours take and give [0, 1].
+its shapes. Their EDSRs take RGB in [0, rgb_range] (255) and output the same range; ours take and give [0, 1].
 Both subtract the same DIV2K mean first, so the conversion is exact: the head conv's weights are multiplied by
-rgb_range and the tail conv's weights and bias divided by it. Files are read without unpickling code.
+rgb_range and the tail conv's weights and bias divided by it. MSRResNet maps one to one. Files are read without
+unpickling code.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ import torch
 
 from i2nq.errors import I2NQError
 from i2nq.models.edsr import EDSR, RGB_MEAN
+from i2nq.models.srresnet import SRResNet
 from i2nq.models.registry import SCALES
 
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -91,29 +94,27 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def import_edsr(path: str | os.PathLike, *, res_scale: float | None = None,
-                rgb_range: float | None = None) -> Imported:
-    """Read an EDSR-PyTorch or BasicSR EDSR checkpoint as an i2nq float EDSR (eval mode, [0, 1] RGB).
+def import_checkpoint(path: str | os.PathLike, *, res_scale: float | None = None,
+                      rgb_range: float | None = None) -> Imported:
+    """Read a float EDSR (EDSR-PyTorch or BasicSR) or SRResNet (BasicSR's MSRResNet) checkpoint as the i2nq
+    model of the same architecture (eval mode, [0, 1] RGB).
 
-    res_scale is not stored in the weights: by default 0.1 for 256 features (EDSR's paper model, BasicSR's
-    EDSR-L) and 1 otherwise (EDSR-baseline, EDSR-M). rgb_range: BasicSR's img_range (default 255); an
-    EDSR-PyTorch checkpoint records it in its MeanShift layers.
+    res_scale is not stored in the weights: by default 0.1 for EDSR with 256 features (EDSR's paper model,
+    BasicSR's EDSR-L) and 1 otherwise (EDSR-baseline, EDSR-M, MSRResNet). rgb_range: BasicSR EDSR's img_range
+    (default 255); an EDSR-PyTorch checkpoint records it in its MeanShift layers; MSRResNet works in [0, 1].
     """
     path = Path(path)
     state = read_state_dict(path)
+    if "conv_hr.weight" in state and "upconv1.weight" in state:
+        return _import_msrresnet(state, path, res_scale, rgb_range)
     layout = next((lay for lay in LAYOUTS if f"{lay.head}.weight" in state and f"{lay.tail}.weight" in state), None)
     if layout is None:
-        raise I2NQError(f"{path.name}: neither an i2nq checkpoint nor EDSR weights of "
-                        f"{' or '.join(lay.name for lay in LAYOUTS)}; its first keys: {', '.join(list(state)[:3])}")
-    head = state[f"{layout.head}.weight"]
-    if head.ndim != 4 or head.shape[1:] != (3, 3, 3):
-        raise I2NQError(f"{path.name}: the head conv takes {tuple(head.shape[1:])} (channels, kh, kw); "
-                        "only 3-channel RGB models with 3x3 convolutions are supported")
-    n_feats = head.shape[0]
-    n_blocks = 0
-    while f"{layout.conv1.format(i=n_blocks)}.weight" in state:
-        n_blocks += 1
-    scale = _scale(state, layout, n_feats, path)
+        raise I2NQError(f"{path.name}: neither an i2nq checkpoint nor weights of "
+                        f"{', '.join(lay.name for lay in LAYOUTS)} EDSR or BasicSR MSRResNet; "
+                        f"its first keys: {', '.join(list(state)[:3])}")
+    n_feats = _head_features(state[f"{layout.head}.weight"], path)
+    n_blocks = _count_blocks(state, layout.conv1)
+    scale = _scale(state, layout.upsample, n_feats, path)
     if res_scale is None:
         res_scale = 0.1 if n_feats >= 256 else 1.0
     if rgb_range is None:
@@ -124,42 +125,82 @@ def import_edsr(path: str | os.PathLike, *, res_scale: float | None = None,
         raise I2NQError(f"rgb_range must be positive, got {rgb_range}")
 
     arch = "edsr" if n_feats == 256 else "edsr-baseline"
-    config = dict(n_blocks=n_blocks, n_feats=n_feats, res_scale=res_scale, skip="none")
-    model = EDSR(scale=scale, arch=arch, **config)
-    mapping = layout.ours_to_theirs(model)
-    expected = set(mapping.values()) | (set(MEAN_SHIFT_KEYS) if layout.rgb_range is None else set())
-    if expected != set(state):
-        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
-        detail = "; ".join(f"{what} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-                           for what, keys in (("missing", missing), ("unexpected", extra)) if keys)
-        raise I2NQError(f"{path.name}: {layout.name} EDSR checkpoint with an unexpected structure ({detail})")
-
-    ours = {k: state[theirs].float() for k, theirs in mapping.items()}
+    model = EDSR(scale=scale, arch=arch, n_blocks=n_blocks, n_feats=n_feats, res_scale=res_scale, skip="none")
+    extra = set(MEAN_SHIFT_KEYS) if layout.rgb_range is None else set()
+    ours = _mapped(state, layout.ours_to_theirs(model), extra, f"{layout.name} EDSR", path)
     ours["head.weight"] = ours["head.weight"] * rgb_range
     ours["tail.1.weight"] = ours["tail.1.weight"] / rgb_range
     ours["tail.1.bias"] = ours["tail.1.bias"] / rgb_range
+    _load(model, ours, path)
+    return Imported(model.eval(), dict(format=layout.name, file=path.name, rgb_range=rgb_range, res_scale=res_scale))
+
+
+def _import_msrresnet(state: dict[str, torch.Tensor], path: Path, res_scale: float | None,
+                      rgb_range: float | None) -> Imported:
+    """BasicSR's MSRResNet: conv_first, body.{i}.conv1/conv2, upconv1 (and upconv2 at x4), conv_hr, conv_last."""
+    if rgb_range not in (None, 1):
+        raise I2NQError(f"{path.name}: MSRResNet works on pixels in [0, 1]; rgb_range does not apply")
+    n_feats = _head_features(state["conv_first.weight"], path)
+    scale = _scale(state, "upconv{j}", n_feats, path, first=1, step=1)
+    res_scale = 1.0 if res_scale is None else res_scale
+    model = SRResNet(scale=scale, n_blocks=_count_blocks(state, "body.{i}.conv1"), n_feats=n_feats,
+                     res_scale=res_scale)
+    names = {"head": "conv_first", "conv_hr": "conv_hr", "tail": "conv_last"}
+    names.update({f"body.{i}.conv{c}": f"body.{i}.conv{c}" for i in range(model.n_blocks) for c in (1, 2)})
+    convs = [j for j, m in enumerate(model.upsample) if isinstance(m, torch.nn.Conv2d)]
+    names.update({f"upsample.{j}": f"upconv{k + 1}" for k, j in enumerate(convs)})
+    mapping = {f"{ours}.{p}": f"{theirs}.{p}" for ours, theirs in names.items() for p in ("weight", "bias")}
+    _load(model, _mapped(state, mapping, set(), "BasicSR MSRResNet", path), path)
+    return Imported(model.eval(), dict(format="BasicSR", file=path.name, rgb_range=1.0, res_scale=res_scale))
+
+
+def _head_features(head: torch.Tensor, path: Path) -> int:
+    if head.ndim != 4 or head.shape[1:] != (3, 3, 3):
+        raise I2NQError(f"{path.name}: the head conv takes {tuple(head.shape[1:])} (channels, kh, kw); "
+                        "only 3-channel RGB models with 3x3 convolutions are supported")
+    return head.shape[0]
+
+
+def _count_blocks(state: dict[str, torch.Tensor], conv1: str) -> int:
+    n = 0
+    while f"{conv1.format(i=n)}.weight" in state:
+        n += 1
+    return n
+
+
+def _mapped(state: dict[str, torch.Tensor], mapping: dict[str, str], extra: set[str], what: str,
+            path: Path) -> dict[str, torch.Tensor]:
+    """Our state dict from theirs by `mapping` (ours -> theirs); every key of theirs must be mapped or `extra`."""
+    expected = set(mapping.values()) | extra
+    if expected != set(state):
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        detail = "; ".join(f"{kind} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                           for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
+        raise I2NQError(f"{path.name}: {what} checkpoint with an unexpected structure ({detail})")
+    return {k: state[theirs].float() for k, theirs in mapping.items()}
+
+
+def _load(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     try:
-        model.load_state_dict(ours, strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise I2NQError(f"{path.name}: tensor shapes do not form an EDSR ({str(exc).splitlines()[-1].strip()})") from None
-    source = dict(format=layout.name, file=path.name, rgb_range=rgb_range, res_scale=res_scale)
-    return Imported(model.eval(), source)
+        raise I2NQError(f"{path.name}: tensor shapes do not form the model "
+                        f"({str(exc).splitlines()[-1].strip()})") from None
 
 
-def _scale(state: dict[str, torch.Tensor], layout: Layout, n_feats: int, path: Path) -> int:
-    """The upscale factor from the upsampler convs' output channels (4n per x2 stage, 9n for x3)."""
-    factors = []
-    j = 0
-    while f"{layout.upsample.format(j=j)}.weight" in state:
-        out = state[f"{layout.upsample.format(j=j)}.weight"].shape[0]
-        factors.append({4 * n_feats: 2, 9 * n_feats: 3}.get(out, 0))
-        j += 2  # conv, PixelShuffle, conv, ...
-    scale = 1
-    for f in factors:
-        scale *= f
+def _scale(state: dict[str, torch.Tensor], upsample: str, n_feats: int, path: Path, first: int = 0,
+           step: int = 2) -> int:
+    """The upscale factor from the upsampler convs' output channels (4n per x2 stage, 9n for x3); `upsample`
+    names conv j, numbered from `first` in steps of `step`."""
+    names = []
+    j = first
+    while f"{upsample.format(j=j)}.weight" in state:
+        names.append(f"{upsample.format(j=j)}.weight")
+        j += step
+    factors = [{4 * n_feats: 2, 9 * n_feats: 3}.get(state[n].shape[0], 0) for n in names]
+    scale = math.prod(factors)
     if not factors or 0 in factors or (3 in factors and len(factors) > 1) or scale not in SCALES:
-        raise I2NQError(f"{path.name}: unsupported upsampler (output channels "
-                        f"{[state[f'{layout.upsample.format(j=2 * i)}.weight'].shape[0] for i in range(len(factors))]} "
+        raise I2NQError(f"{path.name}: unsupported upsampler (output channels {[state[n].shape[0] for n in names]} "
                         f"for {n_feats} features); supported scales: {', '.join(map(str, SCALES))}")
     return scale
 
