@@ -18,8 +18,8 @@ from i2nq.runtime.video import VIDEO_SUFFIXES, Span, VideoOptions, is_video, ups
 class Upscaler:
     """An SR model on a backend, with a tiler.
 
-    model: a shipped model name ('default'), an .onnx export, a TensorRT .engine or a checkpoint
-    (.safetensors: torch backend). backend: 'auto' (fastest available), 'onnxruntime', 'torch' or
+    model: a shipped model name ('default', 'default-x2'), an .onnx export, a TensorRT .engine or a checkpoint
+    (.safetensors, or EDSR/MSRResNet weights as .pt/.pth: torch backend). backend: 'auto' (fastest available), 'onnxruntime', 'torch' or
     'tensorrt'. device: None (a GPU when there is one), 'cpu', 'cuda' or 'cuda:N'. tile: max tile side in
     input pixels (None: a default from the receptive field, 0: whole frames). overlap: tile margin in input
     pixels (None: the receptive field, which makes tiling exact). batch: tiles per model call.
