@@ -83,6 +83,8 @@ def _video_frames(path: Path, count: int) -> list[torch.Tensor]:
     """`count` frames at evenly spaced times (the first decodable frame at or after each)."""
     import av
 
+    from i2nq.runtime.video import StreamColor
+
     if count < 1:
         raise I2NQError(f"frames must be >= 1, got {count}")
     try:
@@ -90,6 +92,7 @@ def _video_frames(path: Path, count: int) -> list[torch.Tensor]:
             if not source.streams.video:
                 raise I2NQError(f"{path.name} has no video stream")
             video = source.streams.video[0]
+            color = StreamColor.of(video)
             length = (source.duration or 0) / av.time_base
             origin = (source.start_time or 0) / av.time_base
             images = []
@@ -98,7 +101,9 @@ def _video_frames(path: Path, count: int) -> list[torch.Tensor]:
                 source.seek(int(t * av.time_base), backward=True)  # the keyframe before t
                 frame = next((f for f in source.decode(video) if f.time is None or f.time >= t - 1e-6), None)
                 if frame is not None:
-                    images.append(to_tensor(frame.to_ndarray(format="rgb24")))
+                    bgr = color.to_bgr(frame)  # with the source's matrix and range, 16-bit for deep video
+                    rgb = torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1])).permute(2, 0, 1).float()
+                    images.append(rgb / float(np.iinfo(bgr.dtype).max))
     except av.error.FFmpegError as exc:
         raise I2NQError(f"cannot read video {path.name}: {str(exc).splitlines()[0]}") from None
     if not images:

@@ -101,7 +101,7 @@ _SWS_FLAGS = (av.video.reformatter.Interpolation.BILINEAR | av.video.reformatter
 
 
 @dataclass(frozen=True)
-class _Color:
+class StreamColor:
     """The YUV <-> RGB conversion of one video: the source's matrix and range (tag values as FFmpeg numbers),
     and whether it has more than 8 bits per sample (then frames travel as 16-bit RGB)."""
 
@@ -112,7 +112,7 @@ class _Color:
     deep: bool
 
     @classmethod
-    def of(cls, video: av.video.stream.VideoStream) -> _Color:
+    def of(cls, video: av.video.stream.VideoStream) -> StreamColor:
         """From the stream's tags; untagged ones as players guess them: BT.709 for HD sizes, else BT.601."""
         cc = video.codec_context
         guess = _BT709 if cc.height > 576 or cc.width >= 1280 else _SMPTE170M
@@ -221,7 +221,7 @@ def upscale_video(src: Path, dst: Path, tiler: Tiler, options: VideoOptions = Vi
                 raise I2NQError(f"cannot write video {dst}: {_reason(exc)}") from None
             try:
                 with sink:
-                    color = _Color.of(video)
+                    color = StreamColor.of(video)
                     encoder = _add_encoder(sink, video, tiler.scale, options, color, _display_matrix(src))
                     streams = {s.index: _carry(sink, s, src, dst) for s in copied}
                     tiles = tiler.tiles_per_frame(video.codec_context.height, video.codec_context.width)
@@ -360,7 +360,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _add_encoder(sink: av.container.OutputContainer, video: av.video.stream.VideoStream, scale: int,
-                 options: VideoOptions, color: _Color, display_matrix: list[int] | None) -> av.video.stream.VideoStream:
+                 options: VideoOptions, color: StreamColor, display_matrix: list[int] | None) -> av.video.stream.VideoStream:
     """A video stream at `scale` times the input size that keeps the input's time base (so pts carry over),
     tagged with the source's colours, pixel aspect ratio and display rotation."""
     try:
@@ -465,7 +465,7 @@ def _upscale_stage(pipe: _Pipeline, upscale: Callable[[list[np.ndarray]], list[n
             return
 
 
-def _demux(source, video, copied, color: _Color, cut: _Cut | None = None) -> Iterator[object]:
+def _demux(source, video, copied, color: StreamColor, cut: _Cut | None = None) -> Iterator[object]:
     """Decoded video frames (BGR, with pts) and copied packets, in file order; with a cut, only those inside
     it (copied packets whole: those that start inside), rebased to start at 0."""
     step = 1 / ((video.average_rate or Fraction(24)) * video.time_base)
