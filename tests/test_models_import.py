@@ -217,6 +217,9 @@ def test_convert_cli_writes_an_i2nq_checkpoint_that_quantizes_and_exports(tmp_pa
     again = subprocess.run([*cli, "convert", str(tmp_path / "edsr_x2.pt"), "-o", str(tmp_path / "f.safetensors")],
                            capture_output=True, text=True)
     assert again.returncode == 2 and "exists" in again.stderr
+    own = subprocess.run([*cli, "convert", str(tmp_path / "f.safetensors"), "-o", str(tmp_path / "g.safetensors")],
+                         capture_output=True, text=True)
+    assert own.returncode == 2 and "already an i2nq checkpoint; there is nothing to convert" in own.stderr
 
     r = subprocess.run([*cli, "quantize", str(tmp_path / "edsr_x2.pt"), "-o", str(tmp_path / "q.safetensors"),
                         "--steps", "0", "--calib-batches", "1", "--batch", "2"], capture_output=True, text=True)

@@ -50,10 +50,12 @@ def _quantize(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from i2nq.models.checkpoint import save
+    from i2nq.models.checkpoint import is_checkpoint, save
     from i2nq.models.foreign import import_checkpoint
 
     out = _out_path(args.output, args.overwrite)
+    if Path(args.model).is_file() and is_checkpoint(args.model):
+        raise I2NQError(f"{args.model} is already an i2nq checkpoint; there is nothing to convert")
     imported = import_checkpoint(args.model, res_scale=args.res_scale, rgb_range=args.rgb_range)
     m, src = imported.model, imported.source
     save(m, out, source=src)

@@ -52,6 +52,12 @@ def _metadata(path: Path) -> dict:
         raise I2NQError(f"not a readable safetensors checkpoint: {path} ({type(exc).__name__})") from None
 
 
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is an i2nq checkpoint (a .safetensors file with i2nq metadata), not foreign weights."""
+    path = Path(path)
+    return path.suffix.lower() == ".safetensors" and "i2nq" in _metadata(path)
+
+
 def read_config(path: str | os.PathLike) -> dict:
     """The JSON config stored in an i2nq checkpoint; I2NQError if it is not one."""
     path = Path(path)
@@ -87,7 +93,7 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") ->
     from safetensors.torch import load_file
 
     path = resolve(name_or_path)
-    if path.suffix.lower() != ".safetensors" or "i2nq" not in _metadata(path):
+    if not is_checkpoint(path):
         return import_checkpoint(path).model.to(device)
     cfg = read_config(path)
     model = build(cfg["arch"], cfg["scale"], **cfg.get("arch_overrides", {}))
