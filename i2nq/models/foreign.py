@@ -124,7 +124,7 @@ def import_checkpoint(path: str | os.PathLike, *, res_scale: float | None = None
     if not rgb_range > 0:
         raise I2NQError(f"rgb_range must be positive, got {rgb_range}")
 
-    arch = "edsr" if n_feats == 256 else "edsr-baseline"
+    arch = "edsr" if n_feats >= 256 else "edsr-baseline"
     model = EDSR(scale=scale, arch=arch, n_blocks=n_blocks, n_feats=n_feats, res_scale=res_scale, skip="none")
     extra = set(MEAN_SHIFT_KEYS) if layout.rgb_range is None else set()
     ours = _mapped(state, layout.ours_to_theirs(model), extra, f"{layout.name} EDSR", path)
