@@ -263,9 +263,10 @@ class _Transcoder:
             return None
         for name in cls.CODECS:
             try:
-                return cls(source, cls._add(sink, name, source))
+                out = cls._add(sink, name, source)
             except (ValueError, av.error.FFmpegError):  # not built in, or not for this container
                 continue
+            return cls(source, out)  # once the stream is added, a failure is an error, not a reason to add another
         return None
 
     @classmethod
