@@ -21,10 +21,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """HxW or HxWx3 uint8 RGB -> 3xHxW float32 in [0, 1] (gray is replicated)."""
+    """HxW or HxWx3 uint8 or uint16 RGB -> 3xHxW float32 in [0, 1] (gray is replicated)."""
     if rgb.ndim == 2:
         rgb = np.repeat(rgb[..., None], 3, axis=2)
-    return torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).permute(2, 0, 1).float().div_(255.0)
+    scale = float(np.iinfo(rgb.dtype).max)
+    return torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).permute(2, 0, 1).float().div_(scale)
 
 
 def skimage_photos(names: tuple[str, ...] = TRAIN_PHOTOS) -> list[torch.Tensor]:
@@ -54,7 +55,6 @@ def _read_image(path: Path) -> torch.Tensor:
     return to_tensor(bgr[..., ::-1])
 
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
 MAX_TRAIN_PIXELS = 120_000_000  # HR + LR float32 copies of this many pixels take about 1.8 GB
 
 
@@ -62,10 +62,12 @@ def training_images(path: str | Path, frames: int = 32) -> list[torch.Tensor]:
     """HR training images from a folder of images or from `frames` frames spread evenly over a video, so a model
     can be calibrated and fine-tuned on the content it will upscale. Each frame should be at full quality: the
     model learns to restore the frame's bicubic downscale to the frame itself."""
+    from i2nq.runtime.video import VIDEO_SUFFIXES, is_video
+
     path = Path(path)
     if path.is_dir():
         images = [t for _, t in read_folder(path)]
-    elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+    elif path.is_file() and is_video(path):
         images = _video_frames(path, frames)
     elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         images = [_read_image(path)]
@@ -100,10 +102,8 @@ def _video_frames(path: Path, count: int) -> list[torch.Tensor]:
                 t = origin + length * (i + 0.5) / count
                 source.seek(int(t * av.time_base), backward=True)  # the keyframe before t
                 frame = next((f for f in source.decode(video) if f.time is None or f.time >= t - 1e-6), None)
-                if frame is not None:
-                    bgr = color.to_bgr(frame)  # with the source's matrix and range, 16-bit for deep video
-                    rgb = torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1])).permute(2, 0, 1).float()
-                    images.append(rgb / float(np.iinfo(bgr.dtype).max))
+                if frame is not None:  # with the source's matrix and range, 16-bit for deep video
+                    images.append(to_tensor(color.to_bgr(frame)[..., ::-1]))
     except av.error.FFmpegError as exc:
         raise I2NQError(f"cannot read video {path.name}: {str(exc).splitlines()[0]}") from None
     if not images:

@@ -61,7 +61,10 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
 def read_config(path: str | os.PathLike) -> dict:
     """The JSON config stored in an i2nq checkpoint; I2NQError if it is not one."""
     path = Path(path)
-    meta = _metadata(path)
+    return _config(_metadata(path), path)
+
+
+def _config(meta: dict, path: Path) -> dict:
     if "i2nq" not in meta:
         raise I2NQError(f"not an i2nq checkpoint (no i2nq config in its metadata): {path}")
     cfg = json.loads(meta["i2nq"])
@@ -93,9 +96,10 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") ->
     from safetensors.torch import load_file
 
     path = resolve(name_or_path)
-    if not is_checkpoint(path):
+    meta = _metadata(path) if path.suffix.lower() == ".safetensors" else {}
+    if "i2nq" not in meta:  # foreign weights
         return import_checkpoint(path).model.to(device)
-    cfg = read_config(path)
+    cfg = _config(meta, path)
     model = build(cfg["arch"], cfg["scale"], **cfg.get("arch_overrides", {}))
     if cfg.get("quant"):
         from i2nq.quant import config_from_dict, quantize_
