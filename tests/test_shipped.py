@@ -7,6 +7,7 @@ import onnx
 import pytest
 
 from i2nq.assets import shipped_model
+from onnx_equiv import assert_equivalent
 
 
 QUANTIZED = {"default": 4, "default-x2": 2}  # shipped I²NQ W4A4 models and their scales
@@ -34,13 +35,46 @@ def test_shipped_onnx_equals_a_fresh_export_of_the_shipped_checkpoint(name):
     meta = {p.key: p.value for p in shipped.metadata_props}
     assert meta["i2nq.bits"] == "w4a4" and meta["i2nq.scale"] == str(QUANTIZED[name])
     assert meta["i2nq.receptive_field"] == RECEPTIVE_FIELD[name]
-    # the version stamp may move on; everything else (graph, weights, codes, functions) must be identical
-    for m in (shipped, fresh):
-        for p in m.metadata_props:
-            if p.key == "i2nq.version":
-                p.value = ""
-        m.producer_version = ""
-    assert shipped.SerializeToString() == fresh.SerializeToString()
+    # the version stamp may move on; the graph, functions and metadata must be identical, and the numbers too
+    # up to the last bits that exp/softplus round differently on other CPUs
+    assert_equivalent(shipped, fresh)
+
+
+def test_equivalence_check_catches_real_differences():
+    """The comparison above must fail on a changed level, a changed code or a changed node."""
+    from onnx import numpy_helper
+
+    shipped = onnx.load(str(shipped_model("default", ".onnx")))
+
+    def changed(edit) -> onnx.ModelProto:
+        m = onnx.ModelProto()
+        m.CopyFrom(shipped)
+        edit(m)
+        return m
+
+    def bump(name: str, delta) -> callable:
+        def edit(m):
+            t = next(t for t in m.graph.initializer if t.name == name)
+            a = numpy_helper.to_array(t).copy()
+            a.reshape(-1)[: a.size // 50 + 1] += delta
+            t.CopyFrom(numpy_helper.from_array(a, name))
+        return edit
+
+    levels = next(t.name for t in shipped.graph.initializer if t.name.endswith("act_levels"))
+    codes = next(t.name for t in shipped.graph.initializer if t.name.endswith("weight_codes"))
+    assert_equivalent(shipped, changed(lambda m: None))
+
+    def one_ulp(m):  # what another CPU's softplus does: every level of every codebook one ulp up
+        for t in m.graph.initializer:
+            if t.name.endswith("levels"):
+                a = numpy_helper.to_array(t)
+                t.CopyFrom(numpy_helper.from_array(np.nextafter(a, np.float32(np.inf)), t.name))
+
+    assert_equivalent(shipped, changed(one_ulp))
+    for edit in (bump(levels, np.float32(1e-3)), bump(codes, np.uint8(1)),
+                 lambda m: setattr(m.graph.node[3], "op_type", "Relu")):
+        with pytest.raises(AssertionError):
+            assert_equivalent(shipped, changed(edit))
 
 
 @pytest.mark.parametrize("name", QUANTIZED)
