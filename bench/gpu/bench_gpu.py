@@ -32,6 +32,7 @@ from i2nq.quant import nuquant_ref  # noqa: E402
 
 COPY_TARGET = 0.80
 MODEL_TARGET = 0.85
+DRY_RUN_ARCH = dict(n_blocks=2, n_feats=16)  # the CPU dry run checks code paths, not speed: a tiny EDSR
 
 
 def timer(device: str) -> Callable[[Callable[[], object]], float]:
@@ -43,7 +44,7 @@ def timer(device: str) -> Callable[[Callable[[], object]], float]:
             return lambda fn: float(do_bench(fn, warmup=50, rep=300, return_mode="median"))
         except ImportError:
             return lambda fn: _event_median(fn)
-    return lambda fn: _wall_median(fn)
+    return lambda fn: _wall_median(fn, reps=1)  # the CPU dry run only checks that every path runs
 
 
 def _event_median(fn: Callable[[], object], reps: int = 30) -> float:
@@ -108,20 +109,21 @@ def _bench_dtype(ops, bench: Callable, device: str, dtype: torch.dtype, n: int, 
                          ratio=gbs / copy_gbs, target=COPY_TARGET))
 
 
-def build_models(scale: int, device: str, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
+def build_models(scale: int, device: str, dtype: torch.dtype, **arch) -> dict[str, torch.nn.Module]:
     """Plain EDSR-baseline and its I²NQ W4A4 twin, calibrated on random frames, frozen as deployed: weights
     dequantized once (as LUTDequant does), codebooks constant and the ReLUs that the zero-pinned post-ReLU
     quantizers absorb dropped (as in the exported graph).
 
-    The one place that knows the model API; adapt here if i2nq.models / i2nq.quant change.
+    The one place that knows the model API; adapt here if i2nq.models / i2nq.quant change. `arch` overrides
+    EDSR-baseline's size (the dry run uses a tiny one).
     """
     from i2nq.models import build
     from i2nq.models.edsr import fold_relus_
     from i2nq.quant import I2NQConfig, calibrate_, quantize_, quantized_sites
 
     torch.manual_seed(0)
-    plain = build("edsr-baseline", scale=scale).to(device).eval()
-    quant = build("edsr-baseline", scale=scale).eval()
+    plain = build("edsr-baseline", scale=scale, **arch).to(device).eval()
+    quant = build("edsr-baseline", scale=scale, **arch).eval()
     quant.load_state_dict(plain.state_dict())
     quantize_(quant, I2NQConfig(bits=4))
     quant.to(device)
@@ -160,7 +162,7 @@ def bench_model(device: str, frame: tuple[int, int], scale: int, rows: list[dict
     bench = timer(device)
     dtype = torch.float16 if device == "cuda" else torch.float32
     torch.backends.cudnn.benchmark = True
-    models = build_models(scale, device, dtype)
+    models = build_models(scale, device, dtype, **({} if device == "cuda" else DRY_RUN_ARCH))
     x = torch.rand(1, 3, *frame, device=device, dtype=dtype)
     label = f"{frame[1]}x{frame[0]} x{scale} {dtype}"
     with torch.no_grad():
