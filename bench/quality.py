@@ -76,7 +76,7 @@ def activation_entropy(model: torch.nn.Module, eval_dir: Path) -> list[float]:
 def run_job(name: str, args: argparse.Namespace) -> None:
     out = args.work / f"{name}.safetensors"
     if not out.exists():
-        quantize_model(args.float, JOBS[name], out, qat_config(args), state=args.work / f"{name}.state.pt",
+        quantize_model(args.float, JOBS[name], out, qat_config(args), state=args.work / f"{name}.state.safetensors",
                        log=lambda s: print(f"[{name}] {s}", flush=True))
     model = load(out)
     result = evaluate(model, args.eval)

@@ -81,7 +81,7 @@ def _training_args(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--state", help="resumable training state (default: OUTPUT with .state.pt)")
+    p.add_argument("--state", help="resumable training state (default: OUTPUT with .state.safetensors; resumed only by the same run)")
     p.add_argument("--data", help="training images: a folder of images or a video, e.g. the content you will "
                                   "upscale (default: scikit-image's photographs)")
     p.add_argument("--frames", type=int, default=32, help="frames taken evenly from a --data video (default: 32)")

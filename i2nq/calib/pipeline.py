@@ -11,9 +11,10 @@ from typing import Callable
 import torch
 
 from i2nq.calib.data import VAL_PHOTOS, PairSet, skimage_photos, training_images
+from i2nq.calib.state import state_path_for
 from i2nq.calib.train import TrainConfig, fit, val_psnr
 from i2nq.models import build, save
-from i2nq.models.checkpoint import load_any
+from i2nq.models.checkpoint import config_of, load_any
 from i2nq.models.registry import SRModel
 from i2nq.quant import QuantConfig, calibrate_, is_quant_param, quantize_
 
@@ -39,9 +40,12 @@ def train_float(arch: str, scale: int, out: str | os.PathLike, cfg: TrainConfig,
     """Train a float model from scratch on `data` (see training_sets) and save it to `out`."""
     model = build(arch, scale)
     train, val = training_sets(scale, cfg.lr_patch, data, frames)
-    state = Path(state) if state else Path(out).with_suffix(".state.pt")
-    fit(model, train, cfg, state_path=state, val=val, log=log)
-    save(model, out, training={"kind": "float", **asdict(cfg), **_data_record(data, frames)})
+    state = Path(state) if state else state_path_for(out)
+    record = _data_record(data, frames)
+    fit(model, train, cfg, state_path=state, val=val, log=log, run={"kind": "float", "model": _model_key(model),
+                                                                    **record})
+    save(model, out, training={"kind": "float", **asdict(cfg), **record})
+    state.unlink(missing_ok=True)  # the run is complete: nothing to resume
     return model
 
 
@@ -61,11 +65,31 @@ def quantize_model(float_model: str | os.PathLike | SRModel, config: QuantConfig
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     calibrate_(student, (train.batch(cfg.batch, cfg.lr_patch, gen)[0] for _ in range(calib_batches)))
     log(f"calibrated: val_psnr {val_psnr(student, val):.3f} (float {val_psnr(teacher, val):.3f})")
+    record = {} if sets else _data_record(data, frames)
+    state_path = Path(state) if state else (state_path_for(out) if out else None)
     if cfg.steps > 0:
-        state_path = Path(state) if state else (Path(out).with_suffix(".state.pt") if out else None)
+        run = {"kind": "qat", "parent": _model_key(teacher), "parent_weights": _weights_digest(teacher),
+               "quant": config.to_dict(), "calib_batches": calib_batches, **record}
         fit(student, train, cfg, state_path=state_path, teacher=teacher if cfg.distill > 0 else None,
-            val=val, is_quant_param=is_quant_param, log=log)
+            val=val, is_quant_param=is_quant_param, log=log, run=run)
     if out:
-        record = {} if sets else _data_record(data, frames)
         save(student, out, training={"kind": "qat", "calib_batches": calib_batches, **asdict(cfg), **record})
+        if state_path:
+            state_path.unlink(missing_ok=True)  # the run is complete: nothing to resume
     return student.eval()
+
+
+def _model_key(model: SRModel) -> dict:
+    """The architecture part of a run's identity (the checkpoint config without version stamps)."""
+    return {k: v for k, v in config_of(model).items() if k not in ("i2nq_version", "format")}
+
+
+def _weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's tensors: a QAT run resumes only on the same parent weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

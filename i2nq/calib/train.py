@@ -1,5 +1,6 @@
 """The training loop shared by float training and QAT: L1 (+ optional distillation), Adam, cosine
-schedule, resumable state (model, optimizer, step, RNG) saved atomically every `save_every` steps."""
+schedule, resumable state (model, optimizer, step, RNG; i2nq.calib.state) saved atomically every `save_every`
+steps and resumed only by the same run."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from torch import nn
 
 from i2nq.calib.data import PairSet, quantize8
 from i2nq.calib.metrics import psnr_y
+from i2nq.calib.state import load_state, run_key, save_state
 
 
 @dataclass
@@ -31,6 +33,14 @@ class TrainConfig:
     log_every: int = 100
     save_every: int = 250
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+
+
+CADENCE = ("log_every", "save_every", "threads")  # TrainConfig fields that do not change what a run computes
+
+
+def run_options(cfg: TrainConfig) -> dict:
+    """The TrainConfig fields that define a run (a resumed state must have been made with the same)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in CADENCE}
 
 
 def _lr_at(step: int, cfg: TrainConfig, base: float) -> float:
@@ -52,8 +62,13 @@ def val_psnr(model: nn.Module, val: PairSet | None) -> float:
 
 def fit(model: nn.Module, data: PairSet, cfg: TrainConfig, state_path: str | os.PathLike | None = None,
         teacher: nn.Module | None = None, val: PairSet | None = None,
-        is_quant_param: Callable[[str], bool] = lambda name: False, log: Callable[[str], None] = print) -> nn.Module:
-    """Train `model` in place on random patches of `data`; resumes from `state_path` if it exists."""
+        is_quant_param: Callable[[str], bool] = lambda name: False, log: Callable[[str], None] = print,
+        run: dict | None = None) -> nn.Module:
+    """Train `model` in place on random patches of `data`.
+
+    Resumes from `state_path` when it holds a state of the same run: the same `run` options (what the caller
+    says defines the run: model source, data, quantizer), training options and model tensors; any other state
+    is ignored with a note, and overwritten at the next save."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -62,14 +77,10 @@ def fit(model: nn.Module, data: PairSet, cfg: TrainConfig, state_path: str | os.
     groups = [g for g in groups if g["params"]]
     opt = torch.optim.Adam([{"params": g["params"], "lr": g["base"]} for g in groups], betas=(0.9, 0.999))
     gen = torch.Generator().manual_seed(cfg.seed)
-    step = 0
     state_path = Path(state_path) if state_path else None
-    if state_path and state_path.is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        gen.set_state(st["gen"])
-        step = st["step"]
+    key = run_key(model, {**run_options(cfg), **(run or {})})
+    step = load_state(state_path, model, opt, gen, key, log) if state_path else 0
+    if step:
         log(f"resumed from {state_path} at step {step}")
     model.train()
     if teacher is not None:
@@ -96,9 +107,6 @@ def fit(model: nn.Module, data: PairSet, cfg: TrainConfig, state_path: str | os.
                 f"lr {opt.param_groups[0]['lr']:.2e} {(time.time() - t0) / count:.3f}s/step")
             running, count, t0 = 0.0, 0, time.time()
         if state_path and (step % cfg.save_every == 0 or step == cfg.steps):
-            tmp = state_path.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                        "step": step, "cfg": asdict(cfg)}, tmp)
-            os.replace(tmp, state_path)
+            save_state(state_path, model, opt, gen, step, key)
     model.eval()
     return model
