@@ -92,25 +92,26 @@ def test_checkpoint_bad_inputs(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 64)
     for target, msg in [(tmp_path / "missing.safetensors", "not found"), (bad, "not a readable"),
-                        ("no-such-model", "no shipped model")]:
+                        ("no-such-model", "unknown model")]:
         with pytest.raises(I2NQError, match=msg):
             load(target)
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
-    with pytest.raises(I2NQError, match="neither an i2nq checkpoint nor weights of"):
+    with pytest.raises(I2NQError, match="not a model architecture i2nq or spandrel knows"):
         load(tmp_path / "foreign.safetensors")
 
 
-def test_quantize_replaces_only_block_convs_and_keeps_zero_level():
+def test_quantize_keeps_head_and_tail_float_and_pins_zero_after_relu():
     m = tiny()
     quantize_(m, I2NQConfig(bits=2))
     names = [n for n, _ in quantized_sites(m)]
-    assert names == ["body.0.conv1", "body.0.conv2", "body.1.conv1", "body.1.conv2"]
+    assert names == ["body.0.conv1", "body.0.conv2", "body.1.conv1", "body.1.conv2", "body.2", "tail.0.0"]
     assert isinstance(m.head, torch.nn.Conv2d) and isinstance(m.tail[-1], torch.nn.Conv2d)
     samples = calibrate_(m, [torch.rand(2, 3, 16, 16)])
     assert float((samples["body.0.conv2"] == 0).float().mean()) > 0.2  # post-ReLU inputs hold exact zeros
     assert m.body[0].conv2.act_quant.codebook.levels()[0].item() == 0.0
+    assert m.body[0].conv1.act_quant.codebook.levels()[0].item() < 0  # a signed site keeps a free L_0
     with pytest.raises(I2NQError, match="unsupported"):
         quantize_(tiny(), I2NQConfig(bits=5))
 
@@ -143,7 +144,7 @@ def test_bicubic_down_matches_shape_and_range():
 
 @pytest.mark.parametrize("argv, msg", [
     (["eval", "--model", "missing.safetensors", "--hr", "."], "checkpoint not found"),
-    (["eval", "--model", "no-such-model", "--hr", "."], "no shipped model"),
+    (["eval", "--model", "no-such-model", "--hr", "."], "unknown model"),
     (["train", "--arch", "resnet", "-o", "x.safetensors"], "unknown arch"),
     (["quantize", "x.safetensors", "-o", "y.safetensors", "--bits", "5"], "unsupported weight bits 5"),
 ])

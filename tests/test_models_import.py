@@ -244,7 +244,7 @@ def mutated(state: dict, drop: str | None = None, **shapes) -> dict:
 
 
 @pytest.mark.parametrize("case, msg", [
-    ("keys", "neither an i2nq checkpoint nor weights of"),
+    ("keys", "not a model architecture i2nq or spandrel knows"),
     ("missing", "unexpected structure (missing body.1.body.2.bias)"),
     ("extra", "unexpected structure (unexpected body.0.body.1.weight)"),
     ("gray", "only 3-channel RGB"),

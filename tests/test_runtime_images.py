@@ -109,7 +109,7 @@ def test_meta_and_repr(tiny_model) -> None:
 
 @pytest.mark.parametrize("model,backend,message", [
     ("missing.onnx", "auto", "model file not found"),
-    ("no_such_model", "auto", "no shipped model"),
+    ("no_such_model", "auto", "unknown model"),
     (None, "nope", "unknown backend"),
     (None, "torch", "torch backend needs a checkpoint"),
 ])

@@ -50,15 +50,20 @@ def _quantize(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from i2nq.models.checkpoint import is_checkpoint, save
+    from i2nq.models.checkpoint import is_checkpoint, resolve, save
     from i2nq.models.foreign import import_checkpoint
 
     out = _out_path(args.output, args.overwrite)
-    if Path(args.model).is_file() and is_checkpoint(args.model):
+    path = resolve(args.model)  # a file, or a model of an installed package by name
+    if path.suffix.lower() == ".safetensors" and is_checkpoint(path):
         raise I2NQError(f"{args.model} is already an i2nq checkpoint; there is nothing to convert")
-    imported = import_checkpoint(args.model, res_scale=args.res_scale, rgb_range=args.rgb_range)
+    imported = import_checkpoint(path, res_scale=args.res_scale, rgb_range=args.rgb_range)
     m, src = imported.model, imported.source
     save(m, out, source=src)
+    if src["format"] in ("ncnn", "spandrel"):
+        resize = f", then a {m.resize['mode']} resize by {m.resize['factor']:g}" if m.resize else ""
+        print(f"{src['file']}: {src['format']} {src['arch']} x{m.scale}{resize} -> {out} ({m.arch})")
+        return
     family = "MSRResNet" if m.arch == "srresnet" else "EDSR"
     print(f"{src['file']}: {src['format']} {family}, {m.n_blocks} blocks, {m.n_feats} features, x{m.scale}, "
           f"res_scale {src['res_scale']:g}, rgb_range {src['rgb_range']:g} -> {out} ({m.arch})")
@@ -95,8 +100,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _training_args(p, steps=4000, lr=1e-3)
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("convert", help="import float EDSR (EDSR-PyTorch, BasicSR) or MSRResNet (BasicSR) weights")
-    p.add_argument("model", help="EDSR-PyTorch EDSR or BasicSR EDSR/MSRResNet weights (.pt, .pth, .ckpt, .safetensors)")
+    p = sub.add_parser("convert", help="import float weights: Real-ESRGAN, SPAN, ESRGAN and other spandrel architectures "
+                                       "(.pth, .safetensors, ncnn .param/.bin, packaged models by name), EDSR, MSRResNet")
+    p.add_argument("model", help="weights (.pth, .pt, .ckpt, .safetensors), an ncnn .param (with its .bin beside it), or "
+                                 "a model of an installed package by name (realesr-animevideov3-x4, spanx4_ch48, ...)")
     p.add_argument("-o", "--output", required=True, help="output checkpoint (.safetensors)")
     p.add_argument("--res-scale", type=float, help="residual scaling (not stored in the weights; default: "
                    "0.1 for 256 features, else 1)")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from fractions import Fraction
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from i2nq.models.info import ModelInfo, describe
+from i2nq.models.receptive import measure_receptive_field
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean, as in EDSR
 
@@ -59,22 +60,6 @@ def upsampler(scale: int, n_feats: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def upsampler_radius(upsampler: nn.Sequential, hr_convs: int) -> Fraction:
-    """Receptive-field radius, in input pixels, that a sub-pixel upsampler and `hr_convs` 3x3 convolutions at
-    output resolution add: one pixel per convolution at its resolution, and up to (r - 1) / 2r of a pixel per
-    PixelShuffle(r) at its input resolution (how far an output pixel's centre lies from the centre of the pixel
-    it comes from; at x4 that is 0.375 px, which a count of convolutions alone misses)."""
-    radius, res = Fraction(0), Fraction(1)
-    for m in upsampler:
-        if isinstance(m, nn.Conv2d):
-            radius += 1 / res
-        elif isinstance(m, nn.PixelShuffle):
-            r = m.upscale_factor
-            radius += Fraction(r - 1, 2 * r) / res
-            res *= r
-    return radius + hr_convs / res
-
-
 class EDSR(nn.Module):
     """EDSR: head conv, `n_blocks` residual blocks + body-tail conv, sub-pixel upsampler, tail conv.
 
@@ -105,13 +90,10 @@ class EDSR(nn.Module):
             return out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return out + self.rgb_mean
 
-    @property
+    @cached_property
     def receptive_field(self) -> int:
-        """Radius in input pixels of the region that influences one output pixel (ceil)."""
-        radius = 1 + (2 * self.n_blocks + 1) + upsampler_radius(self.tail[0], hr_convs=1)  # head, body, tail
-        if self.skip == "bicubic":
-            radius = max(radius, Fraction(2))
-        return math.ceil(radius)
+        """Radius in input pixels of the region that influences one output pixel (measured, rounded up)."""
+        return measure_receptive_field(self, self.scale)
 
     @property
     def info(self) -> ModelInfo:

@@ -1,4 +1,6 @@
-"""Import float checkpoints trained elsewhere: EDSR (EDSR-PyTorch, BasicSR) and SRResNet (BasicSR's MSRResNet).
+"""Import float models trained elsewhere: EDSR (EDSR-PyTorch, BasicSR) and SRResNet (BasicSR's MSRResNet) into our
+own architectures; every architecture spandrel detects (Real-ESRGAN Compact, SPAN, ESRGAN/RRDB, ...) from .pth or
+.safetensors weights; and ncnn .param/.bin pairs of Compact, SPAN and RRDB models (i2nq.models.ncnn).
 
 The format is recognized from the state dict's key names and the configuration (blocks, features, scale) from
 its shapes. Their EDSRs take RGB in [0, rgb_range] (255) and output the same range; ours take and give [0, 1].
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +21,12 @@ import torch
 
 from i2nq.errors import I2NQError
 from i2nq.models.edsr import EDSR, RGB_MEAN
-from i2nq.models.srresnet import SRResNet
 from i2nq.models.registry import SCALES
+from i2nq.models.spandrel_models import SpandrelSR, from_state_dict
+from i2nq.models.srresnet import SRResNet
 
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
+NCNN_SUFFIXES = (".param", ".bin")
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net")  # BasicSR, Lightning and others
 
 
@@ -61,7 +66,7 @@ MEAN_SHIFT_KEYS = ("sub_mean.weight", "sub_mean.bias", "add_mean.weight", "add_m
 class Imported:
     """What an import found: the model and how it was read (recorded in the converted checkpoint)."""
 
-    model: EDSR
+    model: EDSR | SRResNet | SpandrelSR
     source: dict
 
 
@@ -80,7 +85,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        unsafe = "Unsupported global" in str(exc)  # a pickled class or function, not a garbled file
+        # torch's weights-only unpickler names the class or function it refused as a pickle GLOBAL ("Unsupported
+        # global: GLOBAL x", or in torch 2.13 for a blocked module "unsupported GLOBAL posix.system"); anything else
+        # (an unsupported opcode, a bad zip) is a garbled or foreign file
+        unsafe = isinstance(exc, pickle.UnpicklingError) and "GLOBAL" in str(exc)
         raise I2NQError(f"{path.name}: " + (
             "it pickles Python objects, not just tensors, and is not unpickled for safety; "
             "save the model's state_dict() instead" if unsafe
@@ -104,14 +112,17 @@ def import_checkpoint(path: str | os.PathLike, *, res_scale: float | None = None
     (default 255); an EDSR-PyTorch checkpoint records it in its MeanShift layers; MSRResNet works in [0, 1].
     """
     path = Path(path)
+    if path.suffix.lower() in NCNN_SUFFIXES:
+        return import_ncnn(path.with_suffix(".param"))
     state = read_state_dict(path)
     if "conv_hr.weight" in state and "upconv1.weight" in state:
         return _import_msrresnet(state, path, res_scale, rgb_range)
     layout = next((lay for lay in LAYOUTS if f"{lay.head}.weight" in state and f"{lay.tail}.weight" in state), None)
     if layout is None:
-        raise I2NQError(f"{path.name}: neither an i2nq checkpoint nor weights of "
-                        f"{', '.join(lay.name for lay in LAYOUTS)} EDSR or BasicSR MSRResNet; "
-                        f"its first keys: {', '.join(list(state)[:3])}")
+        if res_scale is not None or rgb_range is not None:
+            raise I2NQError(f"{path.name}: --res-scale and --rgb-range apply to EDSR and MSRResNet weights only")
+        model = from_state_dict(state, path.name)
+        return Imported(model, dict(format="spandrel", arch=model.spandrel_arch, file=path.name))
     n_feats = _head_features(state[f"{layout.head}.weight"], path)
     n_blocks = _count_blocks(state, layout.conv1)
     scale = _scale(state, layout.upsample, n_feats, path)
@@ -133,6 +144,19 @@ def import_checkpoint(path: str | os.PathLike, *, res_scale: float | None = None
     ours["tail.1.bias"] = ours["tail.1.bias"] / rgb_range
     _load(model, ours, path)
     return Imported(model.eval(), dict(format=layout.name, file=path.name, rgb_range=rgb_range, res_scale=res_scale))
+
+
+def import_ncnn(param: str | os.PathLike, label: str | None = None) -> Imported:
+    """An ncnn model (.param and the .bin beside it) of a Compact, SPAN or RRDB network, exactly, as a SpandrelSR."""
+    from i2nq.models.ncnn import output_resize, read_ncnn, to_state_dict
+    from i2nq.models.spandrel_models import wrap_module
+
+    param = Path(param)
+    layers, resize = output_resize(read_ncnn(param))
+    arch_id, hp, state = to_state_dict(layers, param.name)
+    model = wrap_module(arch_id, hp, state, label or param.stem, resize)
+    return Imported(model, dict(format="ncnn", arch=arch_id, file=label or param.name,
+                                **({"output_resize": resize} if resize else {})))
 
 
 def _import_msrresnet(state: dict[str, torch.Tensor], path: Path, res_scale: float | None,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from i2nq.errors import I2NQError
 from i2nq.models.edsr import EDSR
+from i2nq.models.spandrel_models import SpandrelSR
 from i2nq.models.srresnet import SRResNet
 
-SRModel = EDSR | SRResNet  # the model classes i2nq quantizes, exports and runs
+SRModel = EDSR | SRResNet | SpandrelSR  # the model classes i2nq quantizes, exports and runs
 
 # name -> constructor arguments. edsr-small is the CPU-demo variant we ship; its bicubic skip makes a
 # small model train to a useful quality in CPU hours.

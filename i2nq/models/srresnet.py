@@ -4,14 +4,15 @@ LeakyReLU sub-pixel upsampler and a bilinear global skip, in the [0, 1] RGB conv
 from __future__ import annotations
 
 import math
-from fractions import Fraction
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from i2nq.models.edsr import ResBlock, conv3x3, upsampler_radius
+from i2nq.models.edsr import ResBlock, conv3x3
 from i2nq.models.info import ModelInfo, describe
+from i2nq.models.receptive import measure_receptive_field
 
 LRELU_SLOPE = 0.1
 
@@ -43,11 +44,10 @@ class SRResNet(nn.Module):
         out = self.tail(self.act(self.conv_hr(out)))
         return out + F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
 
-    @property
+    @cached_property
     def receptive_field(self) -> int:
-        """Radius in input pixels of the region that influences one output pixel (ceil)."""
-        radius = 1 + 2 * self.n_blocks + upsampler_radius(self.upsample, hr_convs=2)  # head, body, up, conv_hr, tail
-        return math.ceil(max(radius, Fraction(1)))  # the bilinear skip reaches one input pixel
+        """Radius in input pixels of the region that influences one output pixel (measured, rounded up)."""
+        return measure_receptive_field(self, self.scale)
 
     @property
     def info(self) -> ModelInfo:

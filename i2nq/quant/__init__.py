@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from i2nq.quant.api import (I2NQConfig, QuantConfig, UniformConfig, calibrate_, config_from_dict,
-                            is_quant_param, quantize_, quantized_sites)
+                            head_and_tail_float, is_quant_param, quantize_, quantized_sites, restore_sites_,
+                            site_record)
 from i2nq.quant.codebook import NonuniformCodebook, UniformCodebook
 from i2nq.quant.conv import QuantConv2d
 from i2nq.quant.functional import codes, lloyd_max, nuquant, nuquant_ref, thresholds
@@ -12,5 +13,5 @@ from i2nq.quant.quantizers import ActQuantizer, WeightQuantizer, code_entropy
 
 __all__ = ["BITS", "ActQuantizer", "I2NQConfig", "NonuniformCodebook", "QuantConfig", "QuantConv2d",
            "UniformCodebook", "UniformConfig", "WeightQuantizer", "calibrate_", "code_entropy", "codes",
-           "config_from_dict", "is_quant_param", "lloyd_max", "nuquant", "nuquant_ref", "pack_codes",
-           "quantize_", "quantized_sites", "thresholds", "unpack_codes"]
+           "config_from_dict", "head_and_tail_float", "is_quant_param", "lloyd_max", "nuquant", "nuquant_ref", "pack_codes",
+           "quantize_", "quantized_sites", "restore_sites_", "site_record", "thresholds", "unpack_codes"]

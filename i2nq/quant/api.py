@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import ClassVar, Iterable, Iterator
+from typing import Callable, ClassVar, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -40,7 +40,7 @@ class QuantConfig:
         d.pop("bits")
         return {"method": self.method, **d}
 
-    def act_quantizer(self, zero_level: bool) -> ActQuantizer:
+    def act_quantizer(self) -> ActQuantizer:
         raise NotImplementedError
 
     def weight_quantizer(self, out_channels: int) -> WeightQuantizer:
@@ -54,8 +54,8 @@ class I2NQConfig(QuantConfig):
     fswa: bool = True
     method: ClassVar[str] = "i2nq"
 
-    def act_quantizer(self, zero_level: bool) -> ActQuantizer:
-        return ActQuantizer(NonuniformCodebook(2**self.a_bits, zero_level=zero_level))
+    def act_quantizer(self) -> ActQuantizer:
+        return ActQuantizer(NonuniformCodebook(2**self.a_bits))
 
     def weight_quantizer(self, out_channels: int) -> WeightQuantizer:
         return WeightQuantizer(NonuniformCodebook(2**self.w_bits), out_channels, fswa=self.fswa)
@@ -68,8 +68,8 @@ class UniformConfig(QuantConfig):
 
     method: ClassVar[str] = "uniform"
 
-    def act_quantizer(self, zero_level: bool) -> ActQuantizer:
-        return ActQuantizer(UniformCodebook(2**self.a_bits, zero_level=zero_level))
+    def act_quantizer(self) -> ActQuantizer:
+        return ActQuantizer(UniformCodebook(2**self.a_bits))
 
     def weight_quantizer(self, out_channels: int) -> WeightQuantizer:
         cb = UniformCodebook(2**self.w_bits, symmetric=True)
@@ -79,6 +79,7 @@ class UniformConfig(QuantConfig):
 
 def config_from_dict(d: dict) -> QuantConfig:
     d = dict(d)
+    d.pop("sites", None)  # a checkpoint's per-site record, not an option
     method = d.pop("method", None)
     if method == "i2nq":
         return I2NQConfig(**d)
@@ -94,29 +95,85 @@ def quantized_sites(model: nn.Module) -> Iterator[tuple[str, QuantConv2d]]:
             yield name, m
 
 
-def quantize_(model: nn.Module, config: QuantConfig, init_weights: bool = True) -> nn.Module:
-    """Replace the two convolutions of every residual block by QuantConv2d, in place.
+FilterFn = Callable[[nn.Conv2d, str], bool]
 
-    Head, body-tail, upsampler and tail stay float. conv2's input is post-ReLU, so its codebook keeps
-    an exact zero level. With `init_weights`, weight quantizers are fitted now (data-free); activation
-    codebooks need `calibrate_`.
+
+def conv_run_order(model: nn.Module, side: int = 16) -> list[str]:
+    """Names of the model's nn.Conv2d modules in the order a forward pass runs them (each once, first run)."""
+    order: list[str] = []
+    names = {m: n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: order.append(names[mod]) if names[mod] not in order
+                                         else None) for m in names]
+    multiple = int(getattr(model, "size_multiple", 1))
+    side = -(-side // multiple) * multiple
+    param = next(model.parameters(), None)
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, side, side, device=param.device if param is not None else None))
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return order
+
+
+def head_and_tail_float(model: nn.Module) -> FilterFn:
+    """The default rule (the paper's): quantize every plain convolution except the first to run (the head, which
+    sees the image) and the last to run (the tail, which makes the output), whatever the architecture."""
+    order = conv_run_order(model)
+    keep_float = {order[0], order[-1]} if order else set()
+    return lambda conv, name: name in order and name not in keep_float and QuantConv2d.supports(conv)
+
+
+def quantize_(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None = None, init_weights: bool = True,
+              sites: Iterable[str] | None = None) -> nn.Module:
+    """Replace convolutions by QuantConv2d (a quantized input with its own codebook, FSWA weights), in place.
+
+    Which ones: the names in `sites` when given (a checkpoint's), else every nn.Conv2d for which
+    `filter_fn(conv, name)` is true (torchao's filter_fn), by default all but the head and the tail
+    (`head_and_tail_float`): a rule over the module graph, never over an architecture's class names. Whether a
+    site's codebook keeps an exact zero level (post-ReLU and other non-negative inputs) is decided when it is
+    calibrated (`calibrate_`). With `init_weights`, weight quantizers are fitted now (data-free).
     """
-    from i2nq.models.edsr import ResBlock
-
     if getattr(model, "quant_config", None):
         raise I2NQError("model is already quantized")
-    blocks = [m for m in model.modules() if isinstance(m, ResBlock)]
-    if not blocks:
-        raise I2NQError("model has no residual blocks to quantize")
-    for block in blocks:
-        for name, zero_level in (("conv1", False), ("conv2", True)):
-            conv = getattr(block, name)
-            wq = config.weight_quantizer(conv.out_channels)
-            if init_weights:
-                wq.fit(conv.weight)
-            setattr(block, name, QuantConv2d(conv, config.act_quantizer(zero_level), wq))
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    if sites is not None:
+        chosen = list(sites)
+        missing = [n for n in chosen if n not in convs]
+        if missing:
+            raise I2NQError(f"model has no convolution {missing[0]!r} to quantize")
+    else:
+        keep = filter_fn or head_and_tail_float(model)
+        chosen = [name for name, conv in convs.items() if keep(conv, name)]
+    if not chosen:
+        raise I2NQError("no convolution of this model is quantizable (the head and the tail stay float)")
+    for name in chosen:
+        conv = convs[name]
+        if not QuantConv2d.supports(conv):
+            raise I2NQError(f"cannot quantize {name}: padding mode {conv.padding_mode!r} (only zero padding)")
+        wq = config.weight_quantizer(conv.out_channels)
+        if init_weights:
+            wq.fit(conv.weight)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child,
+                QuantConv2d(conv, config.act_quantizer(), wq))
     model.quant_config = config.to_dict()
     return model
+
+
+def site_record(model: nn.Module) -> dict[str, dict]:
+    """Per quantized site, what a checkpoint must record beyond its tensors: whether its codebook pins a zero level."""
+    return {name: {"zero_level": bool(m.act_quant.codebook.zero_level)} for name, m in quantized_sites(model)}
+
+
+def restore_sites_(model: nn.Module, record: dict[str, dict]) -> None:
+    """Re-apply a checkpoint's site record (see site_record) after quantize_(..., sites=...)."""
+    for name, m in quantized_sites(model):
+        if record.get(name, {}).get("zero_level"):
+            m.act_quant.codebook.pin_zero()
 
 
 @torch.no_grad()

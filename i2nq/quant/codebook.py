@@ -33,6 +33,18 @@ class Codebook(nn.Module):
         """Initialize from samples of the values this codebook will quantize."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def pin_zero(self) -> None:
+        """Keep L_0 at exactly 0 from now on (non-negative inputs, e.g. post-ReLU: about half are exact zeros)."""
+        self.zero_level = True
+        anchor = self._anchor()
+        anchor.zero_()
+        anchor.requires_grad_(False)
+
+    def _anchor(self) -> nn.Parameter:
+        """The parameter that holds L_0."""
+        raise NotImplementedError
+
     def extra_repr(self) -> str:
         return f"k={self.k}, zero_level={self.zero_level}"
 
@@ -56,6 +68,9 @@ class NonuniformCodebook(Codebook):
     def fit(self, samples: torch.Tensor) -> None:
         self.set_levels(lloyd_max(samples, self.k, zero_level=self.zero_level))
 
+    def _anchor(self) -> nn.Parameter:
+        return self.first
+
 
 class UniformCodebook(Codebook):
     """Equally spaced levels over a learnable clip range [lo, lo + width] (width > 0 by softplus, so
@@ -76,6 +91,9 @@ class UniformCodebook(Codebook):
         lo = self.lo * 0 if self.zero_level else (-0.5 * width if self.symmetric else self.lo)
         steps = torch.arange(self.k, dtype=width.dtype, device=width.device) / (self.k - 1)
         return lo + width * steps
+
+    def _anchor(self) -> nn.Parameter:
+        return self.lo
 
     @torch.no_grad()
     def fit(self, samples: torch.Tensor) -> None:

@@ -10,20 +10,26 @@ from i2nq.quant.quantizers import ActQuantizer, WeightQuantizer
 
 
 class QuantConv2d(nn.Module):
-    """Drop-in for an nn.Conv2d: conv(Qa(x), Qw(W)) + b. Keeps the float weight for QAT."""
+    """Drop-in for an nn.Conv2d: conv(Qa(x), Qw(W)) + b, any stride, padding, dilation and groups (zero padding).
+    Keeps the float weight for QAT."""
 
     def __init__(self, conv: nn.Conv2d, act: ActQuantizer, weight: WeightQuantizer) -> None:
         super().__init__()
-        if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
-            raise ValueError("QuantConv2d supports plain zero-padded convolutions")
+        if not self.supports(conv):
+            raise ValueError("QuantConv2d supports zero-padded convolutions")
         self.weight = nn.Parameter(conv.weight.detach().clone())
         self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
-        self.stride, self.padding = conv.stride, conv.padding
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
         self.act_quant, self.weight_quant = act, weight
+
+    @staticmethod
+    def supports(conv: nn.Conv2d) -> bool:
+        """Whether a convolution can be quantized: zero (or no) padding, numeric padding (not 'same')."""
+        return conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight if self.act_quant.observing else self.weight_quant(self.weight)
-        return F.conv2d(self.act_quant(x), w, self.bias, self.stride, self.padding)
+        return F.conv2d(self.act_quant(x), w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def absorbs_relu(self) -> bool:
         """Whether a ReLU right before this conv changes nothing: with every input level >= 0, every
@@ -33,4 +39,6 @@ class QuantConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         o, i, kh, kw = self.weight.shape
-        return f"{i}, {o}, kernel_size=({kh}, {kw}), stride={self.stride}, padding={self.padding}"
+        return (f"{i * self.groups}, {o}, kernel_size=({kh}, {kw}), stride={self.stride}, padding={self.padding}"
+                + (f", dilation={self.dilation}" if self.dilation != (1, 1) else "")
+                + (f", groups={self.groups}" if self.groups != 1 else ""))

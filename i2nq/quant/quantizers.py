@@ -42,9 +42,14 @@ class ActQuantizer(nn.Module):
         return nuquant(x, levels)
 
     def finish_calibration(self) -> torch.Tensor:
+        """Fit the codebook to the collected samples; a site whose inputs were all >= 0 (post-ReLU and other
+        non-negative features) keeps an exact zero level."""
         if not self._samples:
             raise RuntimeError("activation quantizer saw no data during calibration")
         samples = torch.cat(self._samples)
+        finite = samples[torch.isfinite(samples)]
+        if finite.numel() and float(finite.min()) >= 0:
+            self.codebook.pin_zero()
         self.codebook.fit(samples)
         self._samples, self.observing = [], False
         return samples

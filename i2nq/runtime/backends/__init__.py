@@ -11,12 +11,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from i2nq.assets import MODELS, shipped_model
+from i2nq.assets import MODELS
 from i2nq.errors import I2NQError
 from i2nq.runtime.backends.base import Backend, ModelMeta
 
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")  # i2nq's, and EDSR-PyTorch/BasicSR weights
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".param")  # i2nq's, foreign weights, ncnn models
 
 __all__ = ["BACKENDS", "Backend", "ModelMeta", "ModelFiles", "open_backend", "parse_device", "resolve_model"]
 
@@ -33,11 +33,18 @@ class ModelFiles:
 def resolve_model(model: str | Path) -> ModelFiles:
     """Map a shipped model name, an .onnx file, a checkpoint or a TensorRT .engine to its files."""
     path = Path(model)
-    if isinstance(model, str) and not path.suffix and len(path.parts) == 1 and not path.exists():
+    if isinstance(model, str) and path.suffix.lower() not in (".onnx", ".engine", *CHECKPOINT_SUFFIXES) \
+            and len(path.parts) == 1 and not path.exists():
         onnx, ckpt = MODELS / f"{model}.onnx", MODELS / f"{model}.safetensors"
-        if not onnx.is_file() and not ckpt.is_file():
-            shipped_model(model, ".onnx")  # raises with the list of shipped models
-        return ModelFiles(onnx=onnx if onnx.is_file() else None, checkpoint=model if ckpt.is_file() else None)
+        if onnx.is_file() or ckpt.is_file():
+            return ModelFiles(onnx=onnx if onnx.is_file() else None, checkpoint=model if ckpt.is_file() else None)
+        from i2nq.assets import model_names
+        from i2nq.packaged import find_packaged, unknown_model_error
+
+        packaged = find_packaged(model)  # a model of an installed package, e.g. realesr-animevideov3-x4 (torch)
+        if packaged is None:
+            raise unknown_model_error(model, model_names())
+        return ModelFiles(checkpoint=packaged)
     if not path.is_file():
         raise I2NQError(f"model file not found: {path}")
     suffix = path.suffix.lower()
