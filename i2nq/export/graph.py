@@ -1,141 +1,117 @@
-"""The ONNX graph of an EDSR-family or SRResNet model, emitted node by node from its module structure.
+"""Finish a traced export (i2nq.export.trace) into the deployment contract's graph.
 
-Why not torch.onnx.export: walking the (small, fixed) model structure with onnx.helper gives a
-deterministic, readable graph in one pass: activation sites become NUQuant nodes, quantized weights
-become packed codes + levels rebuilt by LUTDequant, float layers stay plain initializers, and nothing
-from the training-time quantizers (STE, observers, float shadow weights) leaks into the file.
-
-Mapping: Conv2d -> Conv, ReLU -> Relu (dropped before a NUQuant whose levels are all >= 0, which maps
-every x <= 0 to level 0 anyway: QuantConv2d.absorbs_relu), PixelShuffle(r) -> DepthToSpace(r, mode="CRD") (same channel
-order), LeakyReLU -> LeakyRelu, bicubic skip -> Resize(cubic, cubic_coeff_a=-0.75, half_pixel) and bilinear skip
--> Resize(linear, half_pixel), which equal torch's F.interpolate(align_corners=False) including the replicated
-border.
+- every ai.i2nq node is named after its site (the module it came from): NUQuant outputs `{site}.act_q` with levels
+  `{site}.act_levels`; LUTDequant outputs `{site}.weight` from `{site}.weight_codes` and `{site}.weight_levels`
+  (the exporter may share equal constants between sites or name them otherwise); the temporary site attribute
+  gives way to the plugin attributes TensorRT reads;
+- a Relu that only feeds NUQuant nodes whose levels are all >= 0 is dropped: such a NUQuant maps every x <= 0
+  (and NaN) to level 0, exactly as it maps ReLU(x) = 0 (one elementwise pass less per site);
+- initializers no node reads are removed, the rest ordered by first use; the tracer's per-node metadata, doc
+  strings and intermediate shape annotations are dropped; the input is named [N, 3, H, W], the output
+  [N, 3, Hs, Ws].
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
-import torch
-from onnx import GraphProto, NodeProto, TensorProto, helper, numpy_helper
-from torch import nn
+from onnx import ModelProto, helper, numpy_helper
 
 from i2nq.errors import I2NQError
-from i2nq.export.ops import custom_node
-from i2nq.models.edsr import EDSR, ResBlock
-from i2nq.models.srresnet import SRResNet
-from i2nq.quant import QuantConv2d, pack_codes
+from i2nq.export.ops import DOMAIN, plugin_attrs
+from i2nq.export.trace import SITE_ATTR
 
 INPUT, OUTPUT = "input", "output"
+NAMES = {"NUQuant": (".act_q", (None, ".act_levels")), "LUTDequant": (".weight", (".weight_codes", ".weight_levels"))}
 
 
-@dataclass
-class GraphBuilder:
-    """Accumulates nodes and initializers; float tensors are stored in `dtype` (float32 or float16)."""
-
-    dtype: type = np.float32
-    nodes: list[NodeProto] = field(default_factory=list)
-    initializers: list[TensorProto] = field(default_factory=list)
-    activation_sites: list[str] = field(default_factory=list)  # NUQuant output names, in graph order
-    _count: int = 0
-
-    @property
-    def elem_type(self) -> int:
-        return TensorProto.FLOAT16 if self.dtype == np.float16 else TensorProto.FLOAT
-
-    def const(self, name: str, value: np.ndarray | torch.Tensor, cast: bool = True) -> str:
-        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        if cast and array.dtype.kind == "f":
-            array = array.astype(self.dtype)
-        self.initializers.append(numpy_helper.from_array(array, name))
-        return name
-
-    def node(self, op: str, inputs: list[str], name: str, **attrs) -> str:
-        self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
-        return name
-
-    def conv(self, prefix: str, x: str, m: nn.Conv2d | QuantConv2d) -> str:
-        """A float Conv2d, or a QuantConv2d as NUQuant(x) -> Conv with a LUTDequant-rebuilt weight."""
-        if isinstance(m, QuantConv2d):
-            weight = self._quant_weight(prefix, m)
-            levels = self.const(f"{prefix}.act_levels", m.act_quant.codebook.levels())
-            self.nodes.append(custom_node("NUQuant", [x, levels], [f"{prefix}.act_q"], name=f"{prefix}.act_q"))
-            self.activation_sites.append(f"{prefix}.act_q")
-            x = f"{prefix}.act_q"
-        elif isinstance(m, nn.Conv2d):
-            if m.groups != 1 or m.dilation != (1, 1) or m.padding_mode != "zeros":
-                raise I2NQError(f"cannot export {prefix}: only plain zero-padded convolutions are supported")
-            weight = self.const(f"{prefix}.weight", m.weight)
-        else:
-            raise I2NQError(f"cannot export {prefix}: unsupported module {type(m).__name__}")
-        inputs = [x, weight] + ([self.const(f"{prefix}.bias", m.bias)] if m.bias is not None else [])
-        ph, pw = m.padding
-        return self.node("Conv", inputs, prefix, kernel_shape=list(m.weight.shape[2:]),
-                         pads=[ph, pw, ph, pw], strides=list(m.stride))
-
-    def _quant_weight(self, prefix: str, m: QuantConv2d) -> str:
-        """Packed codes + per-channel levels (scale folded in), rebuilt into the weight by LUTDequant."""
-        codes, levels = m.weight_quant.export(m.weight)
-        bits = int(np.log2(levels.shape[-1]))
-        if codes.numel() * bits > 2**24:  # LUTDequant's body unpacks in float32 arithmetic
-            raise I2NQError(f"cannot export {prefix}: {codes.numel()} weights of {bits} bits exceed 2**24 bits")
-        packed = self.const(f"{prefix}.weight_codes", pack_codes(codes.cpu().numpy(), bits), cast=False)
-        lv = self.const(f"{prefix}.weight_levels", levels)
-        self.nodes.append(custom_node("LUTDequant", [packed, lv], [f"{prefix}.weight"], name=f"{prefix}.weight",
-                                      bits=bits, shape=list(codes.shape), axis=0))
-        return f"{prefix}.weight"
-
-    def scales(self, scale: int) -> str:
-        """The Resize scales of a global skip: [1, 1, scale, scale]."""
-        return self.const("skip.scales", np.array([1.0, 1.0, scale, scale], np.float32), cast=False)
-
-    def module(self, prefix: str, x: str, m: nn.Module) -> str:
-        """Emit `m` applied to `x`; returns the output name."""
-        if isinstance(m, nn.Sequential):
-            for name, child in m.named_children():
-                x = self.module(f"{prefix}.{name}", x, child)
-            return x
-        if isinstance(m, ResBlock):
-            h = self.conv(f"{prefix}.conv1", x, m.conv1)
-            if not (isinstance(m.conv2, QuantConv2d) and m.conv2.absorbs_relu()):  # else NUQuant does its work
-                h = self.node("Relu", [h], f"{prefix}.act")
-            h = self.conv(f"{prefix}.conv2", h, m.conv2)
-            if m.res_scale != 1.0:
-                h = self.node("Mul", [h, self.const(f"{prefix}.res_scale", np.array(m.res_scale))], f"{prefix}.scaled")
-            return self.node("Add", [x, h], f"{prefix}.out")
-        if isinstance(m, nn.ReLU):
-            return self.node("Relu", [x], prefix)
-        if isinstance(m, nn.LeakyReLU):
-            return self.node("LeakyRelu", [x], prefix, alpha=float(m.negative_slope))
-        if isinstance(m, nn.PixelShuffle):
-            return self.node("DepthToSpace", [x], prefix, blocksize=m.upscale_factor, mode="CRD")
-        return self.conv(prefix, x, m)
+def finish(proto: ModelProto, graph_name: str) -> list[str]:
+    """Rewrite `proto` in place (see module doc); returns the activation sites (NUQuant outputs) in graph order."""
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    renamed: dict[str, str] = {}
+    new_inits = {}
+    sites = []
+    for node in graph.node:
+        if node.domain != DOMAIN:
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        if SITE_ATTR not in attrs:
+            raise I2NQError(f"an {node.op_type} node without its site; it was not made by i2nq's tracer")
+        site = attrs[SITE_ATTR].s.decode()
+        out_suffix, in_suffixes = NAMES[node.op_type]
+        for i, suffix in enumerate(in_suffixes):
+            if suffix is None:
+                continue
+            name = site + suffix
+            if node.input[i] not in inits:
+                raise I2NQError(f"{node.op_type} of {site}: input {i} is not a constant")
+            if name not in new_inits:
+                new_inits[name] = numpy_helper.to_array(inits[node.input[i]])
+            node.input[i] = name
+        renamed[node.output[0]] = site + out_suffix
+        if node.op_type == "NUQuant":
+            sites.append(site + out_suffix)
+        node.attribute.remove(attrs[SITE_ATTR])
+        node.attribute.extend(helper.make_attribute(k, v) for k, v in plugin_attrs().items())
+        node.name = site + out_suffix
+    for node in graph.node:
+        node.output[:] = [renamed.get(o, o) for o in node.output]
+        node.input[:] = [renamed.get(i, i) for i in node.input]
+    kept = [t for t in graph.initializer if t.name not in new_inits]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + [numpy_helper.from_array(array, name) for name, array in new_inits.items()])
+    _absorb_relus(graph, {t.name: t for t in graph.initializer})
+    _tidy(proto, graph_name)
+    return sites
 
 
-def build_graph(model: EDSR | SRResNet, dtype: type = np.float32) -> tuple[GraphProto, GraphBuilder]:
-    """The export graph of `model` (input "input" [N,3,H,W] -> output "output" [N,3,H*s,W*s])."""
-    if not isinstance(model, (EDSR, SRResNet)):
-        raise I2NQError(f"cannot export {type(model).__name__}: only i2nq EDSR and SRResNet models are supported")
-    b = GraphBuilder(dtype=dtype)
-    with torch.no_grad():
-        if isinstance(model, SRResNet):
-            h = b.module("act", b.module("head", INPUT, model.head), model.act)
-            up = b.module("upsample", b.module("body", h, model.body), model.upsample)
-            out = b.module("tail", b.module("act_hr", b.module("conv_hr", up, model.conv_hr), model.act), model.tail)
-            skip = b.node("Resize", [INPUT, "", b.scales(model.scale)], "skip.bilinear", mode="linear",
-                          coordinate_transformation_mode="half_pixel")
-        else:
-            mean = b.const("rgb_mean", model.rgb_mean)
-            h = b.module("head", b.node("Sub", [INPUT, mean], "centered"), model.head)
-            body = b.module("body", h, model.body)
-            out = b.module("tail", b.node("Add", [body, h], "body.skip"), model.tail)
-            skip = mean
-            if model.skip == "bicubic":
-                skip = b.node("Resize", [INPUT, "", b.scales(model.scale)], "skip.bicubic", mode="cubic",
-                              cubic_coeff_a=-0.75, coordinate_transformation_mode="half_pixel", exclude_outside=0)
-        b.nodes.append(helper.make_node("Add", [out, skip], [OUTPUT], name="output"))
-    inputs = [helper.make_tensor_value_info(INPUT, b.elem_type, ["N", 3, "H", "W"])]
-    outputs = [helper.make_tensor_value_info(OUTPUT, b.elem_type, ["N", 3, "Hs", "Ws"])]
-    graph = helper.make_graph(b.nodes, f"i2nq_{model.arch}_x{model.scale}", inputs, outputs, b.initializers)
-    return graph, b
+def _absorb_relus(graph, inits) -> None:
+    producer = {o: n for n in graph.node for o in n.output}
+    for node in graph.node:
+        if node.op_type != "NUQuant" or node.domain != DOMAIN:
+            continue
+        relu = producer.get(node.input[0])
+        if relu is not None and relu.op_type == "Relu" and numpy_helper.to_array(inits[node.input[1]]).min() >= 0:
+            node.input[0] = relu.input[0]
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    keep = [n for n in graph.node if n.op_type != "Relu" or n.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
+def _tidy(proto: ModelProto, graph_name: str) -> None:
+    graph = proto.graph
+    order = {}
+    for node in graph.node:
+        for name in node.input:
+            order.setdefault(name, len(order))
+        del node.metadata_props[:]
+        node.ClearField("doc_string")
+    inits = sorted((t for t in graph.initializer if t.name in order), key=lambda t: order[t.name])
+    for t in inits:
+        t.ClearField("doc_string")
+        del t.metadata_props[:]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    del graph.value_info[:]
+    graph.name = graph_name
+    graph.ClearField("doc_string")
+    for value, dims in ((graph.input[0], ("N", 3, "H", "W")), (graph.output[0], ("N", 3, "Hs", "Ws"))):
+        del value.metadata_props[:]
+        value.ClearField("doc_string")
+        shape = value.type.tensor_type.shape
+        for d, want in zip(shape.dim, dims):
+            if isinstance(want, int):
+                d.dim_value = want
+            else:
+                d.dim_param = want
+    if [v.name for v in graph.input] != [INPUT] or [v.name for v in graph.output] != [OUTPUT]:
+        raise I2NQError("the traced graph must have one input 'input' and one output 'output'")
+    del proto.metadata_props[:]
+
+
+def activation_levels(proto: ModelProto) -> dict[str, np.ndarray]:
+    """NUQuant output name -> its levels, for every activation site of a finished export."""
+    inits = {t.name: t for t in proto.graph.initializer}
+    return {n.output[0]: numpy_helper.to_array(inits[n.input[1]]) for n in proto.graph.node
+            if n.op_type == "NUQuant" and n.domain == DOMAIN}

@@ -1,11 +1,15 @@
-"""`export_onnx`: an I²NQ model (name, checkpoint or module) to one self-contained .onnx file.
+"""`export_onnx`: an i2nq model (name, checkpoint or module: any architecture) to one self-contained .onnx file,
+traced by torch's ONNX exporter (i2nq.export.trace) and finished into the ai.i2nq contract (i2nq.export.graph).
 
 Flavors:
-  portable  float32 graph; NUQuant / LUTDequant nodes with their model-local function bodies, so ONNX
-            Runtime (or any ONNX consumer) runs it without our code.
-  tensorrt  the same graph in float16, input and output included ("float16 NCHW RGB in [0, 1]"), for a
-            strongly typed TensorRT 10/11 build with the i2nq plugin (TensorRT >= 10.7 prefers a loaded
-            plugin over a local function of the same name; older parsers import the function body).
+  portable  float32 graph; NUQuant nodes on the quantized activations and bit-packed weight codes rebuilt by
+            LUTDequant, with their model-local function bodies, so ONNX Runtime (or any ONNX consumer) runs it
+            without our code.
+  tensorrt  float16, input and output included ("float16 NCHW RGB in [0, 1]"), for a strongly typed TensorRT
+            10/11 build with the i2nq plugin: quantized Conv weights are fp16 constants holding exactly
+            levels[c, code] (TensorRT pre-formats and fuses constant weights; it would widen packed uint8 codes to
+            INT32 anyway), NUQuant is the only plugin op (TensorRT >= 10.7 prefers a loaded plugin over a local
+            function of the same name; older parsers import the function body).
 The file is written to a temporary file next to the target and renamed, so no partial file is left.
 """
 
@@ -25,7 +29,6 @@ from i2nq import __version__
 from i2nq.errors import I2NQError
 from i2nq.files import atomic_output, check_destination
 from i2nq.export.format import DEFAULT_OPSET, FLAVORS, INPUT_LAYOUT, OPSETS
-from i2nq.export.graph import build_graph
 from i2nq.export.ops import DEFAULT_NUQUANT_BODY, DOMAIN, DOMAIN_VERSION, lut_dequant_function, nuquant_function
 
 if TYPE_CHECKING:
@@ -43,30 +46,46 @@ class ExportResult:
 
 def to_onnx(model: nn.Module, flavor: str = "portable", opset: int = DEFAULT_OPSET,
             _nuquant_body: str = DEFAULT_NUQUANT_BODY) -> ModelProto:
-    """The in-memory ONNX model of `model` (an i2nq EDSR module, float or quantized)."""
+    """The in-memory ONNX model of `model` (any i2nq model, float or quantized), traced by torch's exporter.
+
+    portable: float32, weights as packed codes rebuilt by LUTDequant. tensorrt: float16 (input and output too),
+    Conv weights as fp16 constants equal to levels[c, code], NUQuant the only custom op. Both carry the custom ops'
+    standard-op bodies as model-local functions and the model's metadata (scale, bits, receptive field)."""
+    import torch
+
+    from i2nq.export.graph import activation_levels, finish
+    from i2nq.export.trace import trace
+
     _check_options(flavor, opset)
     dtype = np.dtype(FLAVORS[flavor]).type
-    graph, built = build_graph(model, dtype)
+    info = model.info
+    proto = trace(model, torch.float16 if dtype == np.float16 else torch.float32, packed=flavor == "portable",
+                  opset=opset)
+    finish(proto, f"i2nq_{info.arch.replace(':', '_')}_x{info.scale}")
     functions = []
-    custom_ops = {n.op_type for n in graph.node if n.domain == DOMAIN}
+    custom_ops = {n.op_type for n in proto.graph.node if n.domain == DOMAIN}
     if "NUQuant" in custom_ops:
-        ks = {int(t.dims[0]) for t in graph.initializer if t.name.endswith(".act_levels")}
+        ks = {int(v.shape[0]) for v in activation_levels(proto).values()}
         if len(ks) != 1:
             raise I2NQError(f"all activation codebooks of a model must have the same size, got {sorted(ks)}")
         functions.append(nuquant_function(ks.pop(), opset, _nuquant_body))
     if "LUTDequant" in custom_ops:
         functions.append(lut_dequant_function(opset))
-    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(DOMAIN, DOMAIN_VERSION)] if custom_ops else [])
-    ir_version = max(8, helper.find_min_ir_version_for(imports[:1]))  # model-local functions need IR >= 8
-    proto = helper.make_model(graph, opset_imports=imports, functions=functions, producer_name="i2nq",
-                              producer_version=__version__, ir_version=ir_version)
-    proto.doc_string = (f"I²NQ {model.info.arch} x{model.info.scale} ({model.info.bits}), {flavor} flavor: input "
-                        f"'input' {dtype.__name__} NCHW RGB in [0, 1], output 'output' the same at {model.scale}x.")
-    info = model.info
+    del proto.functions[:]
+    proto.functions.extend(functions)
+    del proto.opset_import[:]
+    proto.opset_import.extend([helper.make_opsetid("", opset)]
+                              + ([helper.make_opsetid(DOMAIN, DOMAIN_VERSION)] if custom_ops else []))
+    proto.ir_version = max(8, helper.find_min_ir_version_for(list(proto.opset_import[:1])))  # local functions: >= 8
+    proto.producer_name, proto.producer_version = "i2nq", __version__
+    proto.doc_string = (f"I²NQ {info.arch} x{info.scale} ({info.bits}), {flavor} flavor: input 'input' "
+                        f"{dtype.__name__} NCHW RGB in [0, 1], output 'output' the same at {info.scale}x.")
+    rf = "unbounded" if info.receptive_field is None else str(info.receptive_field)
     helper.set_model_props(proto, {
         "i2nq.version": __version__, "i2nq.arch": info.arch, "i2nq.scale": str(info.scale), "i2nq.bits": info.bits,
-        "i2nq.input_layout": INPUT_LAYOUT, "i2nq.receptive_field": str(info.receptive_field),
-        "i2nq.flavor": flavor, "i2nq.dtype": np.dtype(dtype).name})
+        "i2nq.input_layout": INPUT_LAYOUT, "i2nq.receptive_field": rf, "i2nq.flavor": flavor,
+        "i2nq.dtype": np.dtype(dtype).name,
+        **({"i2nq.size_multiple": str(model.size_multiple)} if getattr(model, "size_multiple", 1) > 1 else {})})
     return proto
 
 

@@ -25,7 +25,8 @@ Reshape, which TensorRT supports (where the plugin is loaded it claims the node 
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 from onnx import AttributeProto, FunctionProto, NodeProto, TensorProto, helper, numpy_helper
@@ -229,3 +230,38 @@ def plugin_attrs() -> dict[str, str]:
 def custom_node(op: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> NodeProto:
     """A node of the ai.i2nq domain with the plugin attributes."""
     return helper.make_node(op, inputs, outputs, name=name, domain=DOMAIN, **attrs, **plugin_attrs())
+
+
+@contextmanager
+def schemas_registered() -> Iterator[None]:
+    """ONNX op schemas for NUQuant and LUTDequant while the block runs: onnxscript, which torch's exporter builds
+    graphs with, accepts only ops with a schema. They are removed afterwards, so other code in the process (an ONNX
+    checker run on someone else's ai.i2nq-domain model) never sees them."""
+    from onnx import defs
+    from onnx.defs import OpSchema
+
+    string, integer, ints = OpSchema.AttrType.STRING, OpSchema.AttrType.INT, OpSchema.AttrType.INTS
+    optional = [OpSchema.Attribute(name, string, "", required=False) for name in (*PLUGIN_ATTRS, "i2nq_site")]
+    floats = ["tensor(float)", "tensor(float16)"]
+    param = OpSchema.FormalParameter
+    schemas = [
+        OpSchema("NUQuant", DOMAIN, DOMAIN_VERSION, doc="Nearest-level quantize-dequantize (tie: lower level).",
+                 inputs=[param("X", "T"), param("levels", "T")], outputs=[param("Y", "T")],
+                 type_constraints=[("T", floats, "")], attributes=optional),
+        OpSchema("LUTDequant", DOMAIN, DOMAIN_VERSION, doc="Unpack bit-packed codes and look them up in levels.",
+                 inputs=[param("codes", "C"), param("levels", "T")], outputs=[param("W", "T")],
+                 type_constraints=[("C", ["tensor(uint8)"], ""), ("T", floats, "")],
+                 attributes=[OpSchema.Attribute("bits", integer, "", required=True),
+                             OpSchema.Attribute("shape", ints, "", required=True),
+                             OpSchema.Attribute("axis", integer, "", required=False), *optional]),
+    ]
+    added = []
+    for schema in schemas:
+        if not defs.has(schema.name, DOMAIN_VERSION, DOMAIN):
+            defs.register_schema(schema)
+            added.append(schema.name)
+    try:
+        yield
+    finally:
+        for name in added:
+            defs.deregister_schema(name, DOMAIN_VERSION, DOMAIN)
