@@ -58,7 +58,8 @@ def build_plugin(tensorrt_root: str | Path | None = None, output: Path | None = 
                  build_dir: Path | None = None, cuda_archs: str | None = None, jobs: int | None = None) -> Path:
     """Configure and build libi2nq_trt.so with CMake and copy it to `output` (default: the plugin cache).
 
-    `cuda_archs` is a CMake CUDA_ARCHITECTURES list such as "90" or "80;86;90" (default: the common ones).
+    `cuda_archs` is a CMake CUDA_ARCHITECTURES list such as "90" or "80;86;90" (default: this machine's GPU, else
+    sm_80/86/89/90/100/120 where nvcc supports them: i2nq/plugins/cuda_arch.cmake).
     """
     cmake = shutil.which("cmake")
     if cmake is None:
@@ -71,8 +72,8 @@ def build_plugin(tensorrt_root: str | Path | None = None, output: Path | None = 
     nvcc = find_nvcc()
     if nvcc:
         configure.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
-    if cuda_archs:
-        configure.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_archs}")
+    # Without a choice, clear one cached by an earlier build in the same folder, so that the default applies.
+    configure.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_archs}" if cuda_archs else "-UCMAKE_CUDA_ARCHITECTURES")
     build = [cmake, "--build", str(build_dir), "-j", str(jobs or os.cpu_count() or 1)]
     build_dir.mkdir(parents=True, exist_ok=True)
     log = build_dir / "i2nq-build.log"
