@@ -87,3 +87,6 @@ def test_default_architectures_follow_the_gpu_else_the_documented_list(configure
 
     flags, status = _configure(build, "-UCMAKE_CUDA_ARCHITECTURES")  # what build-plugin passes without --cuda-arch
     assert flags == {"sass": expected, "ptx": {newest}} and "(list)" in status
+    commands = json.loads((build / "compile_commands.json").read_text())
+    entry = next(c for c in commands if c["file"].endswith("trt_entry.cpp"))
+    assert re.search(r'I2NQ_CUDA_ARCHS=\\?"[0-9a-z,-]*' + newest, entry["command"]), entry["command"]
