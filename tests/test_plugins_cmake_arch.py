@@ -90,3 +90,17 @@ def test_default_architectures_follow_the_gpu_else_the_documented_list(configure
     commands = json.loads((build / "compile_commands.json").read_text())
     entry = next(c for c in commands if c["file"].endswith("trt_entry.cpp"))
     assert re.search(r'I2NQ_CUDA_ARCHS=\\?"[0-9a-z,-]*' + newest, entry["command"]), entry["command"]
+
+
+def test_default_architecture_on_a_gpu_machine(configured) -> None:
+    """Where a GPU is visible (bench/gpu/run_device.sh runs this): the default is exactly this machine's GPU."""
+    root, args = configured
+    if shutil.which("nvidia-smi") is None:
+        pytest.skip("no nvidia-smi: no GPU visible here")
+    query = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
+                           text=True, timeout=60)
+    gpus = {cap.replace(".", "") for cap in re.findall(r"\d+\.\d+", query.stdout)}
+    if query.returncode != 0 or not gpus:
+        pytest.skip("nvidia-smi reports no compute capability")
+    flags, status = _configure(root / "gpu-build", *args)
+    assert flags["sass"] == gpus & _supported(find_nvcc()) and re.search(r"\((native|nvidia-smi)\)", status), status
