@@ -4,7 +4,6 @@ imported when the backend is opened."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
