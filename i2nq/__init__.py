@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Upscaler", "I2NQError", "__version__"]
+__all__ = ["Upscaler", "TensorRTOptions", "I2NQError", "__version__"]
 
 from i2nq.errors import I2NQError
 
@@ -18,4 +18,8 @@ def __getattr__(name: str):
         from i2nq.runtime import Upscaler
 
         return Upscaler
+    if name == "TensorRTOptions":
+        from i2nq.runtime.backends.tensorrt import TensorRTOptions
+
+        return TensorRTOptions
     raise AttributeError(f"module 'i2nq' has no attribute {name!r}")

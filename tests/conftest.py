@@ -10,11 +10,13 @@ import pytest
 
 
 def make_sr_onnx(path: Path, scale: int = 2, convs: int = 3, channels: int = 8, dtype: str = "float32",
-                 metadata: bool = True, custom_op: bool = False, seed: int = 0, nearest: bool = False) -> Path:
+                 metadata: bool = True, custom_op: bool = False, seed: int = 0, nearest: bool = False,
+                 receptive_field: int | None = None) -> Path:
     """A tiny i2nq-style SR model from standard ONNX ops: a 3x3 Conv+ReLU stack, DepthToSpace, plus a
     nearest-upsampled skip. Its receptive-field radius is `convs`; it zero-pads at the image border like
     a real model. `custom_op` routes the features through an ai.i2nq node backed by a model-local function.
-    `nearest`: all-zero convolutions, so the model is exactly a nearest-neighbour upscale.
+    `nearest`: all-zero convolutions, so the model is exactly a nearest-neighbour upscale. `receptive_field`:
+    the radius the metadata claims (default `convs`), e.g. a real model's, for tests of tile and profile sizes.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -67,7 +69,8 @@ def make_sr_onnx(path: Path, scale: int = 2, convs: int = 3, channels: int = 8, 
     model = helper.make_model(graph, opset_imports=opsets, functions=functions, ir_version=10)
     if metadata:
         meta = {"i2nq.version": "0.1.0", "i2nq.arch": "tiny", "i2nq.scale": str(scale), "i2nq.bits": "fp32",
-                "i2nq.input_layout": "NCHW;RGB;float[0,1]", "i2nq.receptive_field": str(convs),
+                "i2nq.input_layout": "NCHW;RGB;float[0,1]",
+                "i2nq.receptive_field": str(convs if receptive_field is None else receptive_field),
                 "i2nq.flavor": "tensorrt" if dtype == "float16" else "portable", "i2nq.dtype": dtype}
         onnx.helper.set_model_props(model, meta)
     onnx.checker.check_model(model)
@@ -150,3 +153,22 @@ def emu_flags() -> Callable[[str, Path], list[str]]:
                 "-isystem", str(cuda_include), "-include", str(Path(__file__).with_name("emu") / "cuda_emu.h")]
 
     return flags
+
+
+@pytest.fixture
+def trt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Stand-in tensorrt and CuPy modules (tests/trt_standin.py) on one fake GPU, a private i2nq cache, no plugin
+    library named, and a process that has registered no plugin library yet."""
+    import sys
+
+    from trt_standin import fake_cupy, fake_tensorrt
+
+    from i2nq.plugins import gpu
+
+    fake = fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
+    monkeypatch.setenv("I2NQ_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("I2NQ_PLUGIN", raising=False)
+    monkeypatch.setattr(gpu, "_REGISTERED", [])
+    return fake

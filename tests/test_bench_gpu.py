@@ -22,11 +22,31 @@ def test_bench_gpu_dry_run_covers_every_section(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "gpu_bench.json").read_text())
     assert report["env"]["check_failures"] == []
     cases = [row["case"] for row in report["rows"]]
-    assert {row["section"] for row in report["rows"]} == {"kernels", "model"}
+    assert {row["section"] for row in report["rows"]} == {"kernels", "model", "hints"}
     assert any(c.startswith("NUQuant") for c in cases) and any(c.startswith("LUTDequant") for c in cases)
     assert sum("I2NQ" in c for c in cases) == 2
+    hints = [row for row in report["rows"] if row["section"] == "hints"]
+    assert len(hints) == 8 and all(row["ms_off"] > 0 and row["ratio"] > 0 for row in hints)
     assert all(row["ms"] > 0 for row in report["rows"])
-    assert "| section |" in (tmp_path / "gpu_bench.md").read_text()
+    assert report["builds"] == {}  # the dry run builds nothing
+    text = (tmp_path / "gpu_bench.md").read_text()
+    assert "| section |" in text and "not measured: tensorrt-flavor" in text
+
+
+def test_bench_gpu_extra_builds_run_as_subprocesses(tmp_path: Path) -> None:
+    """The machinery of the hints/arch builds: a subprocess per build, its result collected (without CUDA the
+    extension cannot be built, which it reports)."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(REPO / "bench" / "gpu"))
+    try:
+        import bench_gpu
+    finally:
+        sys.path.pop(0)
+    builds = bench_gpu.finish_builds(bench_gpu.start_builds(tmp_path, {"hints"}), tmp_path, timeout=300)
+    if builds["nohints"]["ok"]:
+        pytest.skip("CUDA is available here: the build succeeded")
+    assert builds["nohints"]["error"] == "torch has no CUDA device here" and builds["nohints"]["rc"] == 1
+    assert "| nohints | NO |" in bench_gpu.builds_text(builds)
 
 
 def test_run_device_script_parses() -> None:

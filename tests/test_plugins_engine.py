@@ -3,11 +3,14 @@ one-line errors for missing TensorRT, CuPy or i2nq metadata."""
 
 from __future__ import annotations
 
-import importlib.machinery
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
+import time
 import types
 from pathlib import Path
 
@@ -17,202 +20,15 @@ import pytest
 from i2nq.cli import main
 from i2nq.errors import I2NQError
 from i2nq.plugins import engine as engine_mod
-from i2nq.plugins.engine import EngineRecord, build_engine, load_engine, profile_shapes, sidecar_path
-
-
-def fake_tensorrt(version: str = "11.1.0") -> types.ModuleType:
-    """Just enough of the TensorRT Python API for build_engine / load_engine; counts engine builds."""
-    trt = types.ModuleType("tensorrt")
-    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # so importlib.util.find_spec sees it
-    trt.__version__ = version
-    trt.builds = 0
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level: int) -> None:
-            pass
-
-    class Parser:
-        num_errors = 0
-
-        def __init__(self, network: types.SimpleNamespace, logger: Logger) -> None:
-            self.network = network
-
-        def parse_from_file(self, path: str) -> bool:
-            self.network.onnx = path
-            return True
-
-    class TimingCache:
-        def serialize(self) -> bytes:
-            return b"timing"
-
-    class Profile:
-        def set_shape(self, name: str, *shapes: tuple) -> None:
-            self.shapes = shapes
-
-    class Config:
-        def set_memory_pool_limit(self, pool: int, size: int) -> None:
-            pass
-
-        def add_optimization_profile(self, profile: Profile) -> None:
-            self.profile = profile
-
-        def create_timing_cache(self, data: bytes) -> TimingCache:
-            return TimingCache()
-
-        def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> None:
-            self.cache = cache
-
-        def get_timing_cache(self) -> TimingCache:
-            return self.cache
-
-    class Builder:
-        def __init__(self, logger: Logger) -> None:
-            pass
-
-        def create_network(self, flags: int) -> types.SimpleNamespace:
-            return types.SimpleNamespace()
-
-        def create_builder_config(self) -> Config:
-            return Config()
-
-        def create_optimization_profile(self) -> Profile:
-            return Profile()
-
-        def build_serialized_network(self, network: types.SimpleNamespace, config: Config) -> bytes:
-            trt.builds += 1
-            return json.dumps(dict(n=trt.builds, onnx=network.onnx, profile=config.profile.shapes)).encode()
-
-    class Runtime:
-        def __init__(self, logger: Logger) -> None:
-            pass
-
-        def deserialize_cuda_engine(self, data: bytes) -> FakeEngine | None:
-            try:
-                return FakeEngine(json.loads(data))
-            except ValueError:
-                return None
-
-    trt.Logger, trt.OnnxParser, trt.Builder, trt.Runtime = Logger, Parser, Builder, Runtime
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="input", OUTPUT="output")
-    trt.nptype = np.dtype
-    return trt
-
-
-class FakeEngine:
-    """A 'built engine': the ONNX model run by ONNX Runtime on the host 'device buffers' of fake_cupy, within
-    its optimization profile (like a TensorRT engine, it refuses input shapes outside it)."""
-
-    def __init__(self, data: dict) -> None:
-        import onnxruntime as ort
-
-        self.n, self.profile = data["n"], [tuple(s) for s in data["profile"]]
-        self.session = ort.InferenceSession(data["onnx"], providers=["CPUExecutionProvider"])
-        io = self.session.get_inputs()[0], self.session.get_outputs()[0]
-        self.names = [v.name for v in io]
-        self.dtypes = [np.float16 if "float16" in v.type else np.float32 for v in io]
-        self.num_io_tensors = 2
-        self.runs: list[tuple[int, ...]] = []
-
-    def get_tensor_name(self, i: int) -> str:
-        return self.names[i]
-
-    def get_tensor_mode(self, name: str) -> str:
-        return "input" if name == self.names[0] else "output"
-
-    def get_tensor_dtype(self, name: str) -> type:
-        return self.dtypes[self.names.index(name)]
-
-    def get_tensor_profile_shape(self, name: str, profile: int) -> list[tuple[int, ...]]:
-        return self.profile
-
-    def create_execution_context(self) -> FakeContext:
-        return FakeContext(self)
-
-
-class FakeContext:
-    def __init__(self, engine: FakeEngine) -> None:
-        self.engine, self.shape, self.address = engine, None, {}
-
-    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-        low, _, high = self.engine.profile
-        ok = len(shape) == 4 and all(lo <= d <= hi for lo, d, hi in zip(low, shape, high))
-        self.shape = tuple(shape) if ok else None
-        return ok
-
-    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-        n, c, h, w = self.shape
-        scale = int(self.engine.session.get_modelmeta().custom_metadata_map["i2nq.scale"])
-        return (n, c, h * scale, w * scale)
-
-    def set_tensor_address(self, name: str, ptr: int) -> None:
-        self.address[name] = ptr
-
-    def execute_async_v3(self, stream: int) -> bool:
-        if self.shape is None:
-            return False
-        x = FakeDeviceArray.memory[self.address[self.engine.names[0]]]
-        assert x.shape == self.shape and x.dtype == self.engine.dtypes[0]
-        self.engine.runs.append(x.shape)
-        y = FakeDeviceArray.memory[self.address[self.engine.names[1]]]
-        y[...] = self.engine.session.run(None, {self.engine.names[0]: x})[0]
-        return True
-
-
-class FakeDeviceArray:
-    """A 'device' array: host memory, addressed by pointer like a CuPy array."""
-
-    memory: dict[int, np.ndarray] = {}
-
-    def __init__(self, a: np.ndarray) -> None:
-        self.a, self.shape = a, a.shape
-        self.data = types.SimpleNamespace(ptr=a.ctypes.data)
-        FakeDeviceArray.memory[a.ctypes.data] = a
-
-    def __getitem__(self, index) -> FakeDeviceArray:
-        return FakeDeviceArray(self.a[index])
-
-
-def fake_cupy() -> types.ModuleType:
-    """Just enough of CuPy for the tensorrt backend: one 'GPU', streams, transfers."""
-    cp = types.ModuleType("cupy")
-    cp.__spec__ = importlib.machinery.ModuleSpec("cupy", None)
-
-    class Stream:
-        ptr = 0
-
-        def __init__(self, non_blocking: bool = False) -> None:
-            pass
-
-        def __enter__(self) -> Stream:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            pass
-
-        def synchronize(self) -> None:
-            pass
-
-    cp.asarray = lambda a: FakeDeviceArray(np.array(a))
-    cp.empty = lambda shape, dtype: FakeDeviceArray(np.full(shape, np.nan, dtype))
-    cp.asnumpy = lambda d, stream=None: d.a.copy()
-    runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDeviceProperties=lambda i: {"name": b"Fake GPU"})
-    cp.cuda = types.SimpleNamespace(Stream=Stream, runtime=runtime,
-                                    Device=lambda i: types.SimpleNamespace(use=lambda: None))
-    return cp
+from i2nq.plugins.engine import EngineRecord, build_engine, load_engine, sidecar_path
+from i2nq.runtime.backends.tensorrt import TensorRTOptions
+from trt_standin import stub_plugin
 
 
 @pytest.fixture
-def trt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> types.ModuleType:
-    """A fake tensorrt on a fake GPU, a private cache, no plugin library."""
-    fake = fake_tensorrt()
-    monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(engine_mod, "use_device", lambda device: "Fake GPU")
-    monkeypatch.setenv("I2NQ_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("I2NQ_PLUGIN", raising=False)
-    return fake
+def gpu(trt: types.ModuleType) -> types.ModuleType:
+    """The stand-in tensorrt with its CuPy (the tensorrt backend runs, its engine computing with ONNX Runtime)."""
+    return trt
 
 
 def test_cache_reuses_a_valid_engine_and_rebuilds_a_stale_one(trt: types.ModuleType, tiny_model) -> None:
@@ -293,14 +109,6 @@ def test_missing_tensorrt_or_cupy_is_a_one_line_error(monkeypatch: pytest.Monkey
     assert "install TensorRT" in err and len(err.strip().splitlines()) == 1
 
 
-def test_profile_shapes() -> None:
-    assert profile_shapes(3, (64, 96), 2) == ((2, 3, 64, 96),) * 3
-    low, opt, high = profile_shapes(3, None, None)
-    assert low[0] == 1 and high[0] >= opt[0] and low[2] <= opt[2] <= high[2]
-    with pytest.raises(I2NQError, match="tile"):
-        profile_shapes(3, (0, 64), None)
-
-
 def test_engine_side_needs_neither_pyav_nor_torch(tmp_path: Path) -> None:
     """A GPU machine that builds and runs engines may lack PyAV (the lent H200's image does) and torch: the
     engine, plugin-library and backend modules and `i2nq inspect` import without them."""
@@ -313,13 +121,6 @@ def test_engine_side_needs_neither_pyav_nor_torch(tmp_path: Path) -> None:
                             env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "edsr-small" in result.stdout
-
-
-@pytest.fixture
-def gpu(trt: types.ModuleType, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """The fake tensorrt plus a fake CuPy: the tensorrt backend runs, its engine computing with ONNX Runtime."""
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
-    return trt
 
 
 def _frame(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -367,5 +168,258 @@ def test_tensorrt_backend_refuses_shapes_outside_the_profile(gpu: types.ModuleTy
     from i2nq.runtime.backends import open_backend
 
     backend = open_backend(tiny_model(), "tensorrt", "cuda", tile=(16, 16), batch=2)
-    with pytest.raises(I2NQError, match=r"outside the engine's profile \(2, 3, 16, 16\)"):
+    with pytest.raises(I2NQError, match=r"does not fit the engine, which takes exactly \(2, 3, 16, 16\)"):
         backend.run(np.zeros((2, 3, 20, 16), np.float32))
+
+
+# --- the plugin library: registered once per process, checked before TensorRT loads it, and really used ------
+
+
+def test_plugin_library_is_registered_once_per_process(trt: types.ModuleType, tiny_model, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    lib = stub_plugin(tmp_path, "i2nq_ok")
+    model = tiny_model(custom_op=True)
+    path = build_engine(model, plugin=lib)
+    record = EngineRecord.load(path)
+    assert (record.plugin_version, record.plugin_layers, record.custom_nodes) == ("1", 1, 1)
+    load_engine(trt, path, plugin=lib)
+    build_engine(model, plugin=lib, tile=(32, 32), batch=1)  # another engine, the same library
+    link = tmp_path / "link.so"
+    link.symlink_to(lib)
+    build_engine(model, plugin=link, batch=2)  # the same file by another name
+    monkeypatch.setenv("I2NQ_CACHE_DIR", str(tmp_path / "other-cache"))  # nothing named, none built there:
+    assert EngineRecord.load(build_engine(model, batch=3)).plugin_layers == 1  # the loaded one is used
+    assert trt.loaded_libraries == [str(lib.resolve())]
+    other = stub_plugin(tmp_path, "i2nq_other")
+    capsys.readouterr()
+    assert main(["build-engine", str(model), "--plugin", str(other), "--batch", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(r"already loaded .*libi2nq_ok\.so; it cannot also load", err)
+    assert trt.loaded_libraries == [str(lib.resolve())]
+
+
+def test_a_model_without_custom_nodes_does_not_load_the_plugin(trt: types.ModuleType, tiny_model,
+                                                               tmp_path: Path) -> None:
+    record = EngineRecord.load(build_engine(tiny_model(), plugin=stub_plugin(tmp_path, "i2nq_unused")))
+    assert (record.plugin_version, record.plugin_layers, record.custom_nodes) == (None, 0, 0)
+    assert trt.loaded_libraries == []
+
+
+@pytest.mark.parametrize("probes,message", [
+    (dict(tensorrt="10.16.1"), r"built against TensorRT 10\.16\.1 headers; this is TensorRT 11\.1\.0: rebuild it"),
+    (dict(tensorrt=None), r"does not say which TensorRT it was built for .*rebuild it"),
+    (dict(version="2"), r"implements ai\.i2nq version 2, this i2nq needs 1; rebuild it"),
+    (dict(archs="75-real", device_status=209),
+     r"has no kernels for this GPU \(sm_90; it was built for 75-real\): rebuild it here .*--cuda-arch 90"),
+    (dict(device_status=35), r"cannot use CUDA device 0 \(CUDA error 35\)"),
+])
+def test_a_plugin_library_for_another_tensorrt_or_gpu_is_a_one_line_error(
+        trt: types.ModuleType, tiny_model, tmp_path: Path, capsys: pytest.CaptureFixture, probes: dict,
+        message: str) -> None:
+    lib = stub_plugin(tmp_path, "i2nq_bad", **probes)
+    assert main(["build-engine", str(tiny_model(custom_op=True)), "--plugin", str(lib)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+    assert trt.loaded_libraries == [] and trt.builds == 0  # refused before TensorRT saw it
+
+
+def test_a_plugin_library_without_code_for_this_gpu_runs_by_jit_with_a_note(trt: types.ModuleType, tiny_model,
+                                                                             tmp_path: Path) -> None:
+    lib = stub_plugin(tmp_path, "i2nq_ptx", archs="80-real,86")  # PTX of compute_86 runs (JIT) on sm_90
+    with pytest.warns(UserWarning, match=r"no sm_90 code \(built for 80-real,86\).*JIT"):
+        build_engine(tiny_model(custom_op=True), plugin=lib)
+
+
+def test_tensorrt_before_10_7_is_refused(trt: types.ModuleType, tiny_model, capsys: pytest.CaptureFixture) -> None:
+    """Older ONNX parsers import a node naming a model-local function as that function: the plugin would never
+    run, silently."""
+    trt.__version__ = "10.6.0"
+    assert main(["build-engine", str(tiny_model())]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "TensorRT 10.6.0 is too old: i2nq needs TensorRT >= 10.7" in err
+
+
+def test_every_custom_node_must_become_a_plugin_layer(trt: types.ModuleType, tiny_model, tmp_path: Path) -> None:
+    """Checked after parsing, so that the record tells the truth whatever the parser did."""
+    lib = stub_plugin(tmp_path, "i2nq_ok")
+    trt.parser_prefers_plugins = False  # a parser that imports the model-local function first
+    with pytest.raises(I2NQError, match=r"made 0 of the 1 ai\.i2nq nodes of .* plugin layers.*TensorRT >= 10\.7"):
+        build_engine(tiny_model(custom_op=True), plugin=lib)
+    assert trt.builds == 0
+    trt.parser_prefers_plugins = True
+    assert EngineRecord.load(build_engine(tiny_model(custom_op=True), plugin=lib)).plugin_layers == 1
+
+
+def test_without_the_plugin_the_record_says_so(trt: types.ModuleType, tiny_model) -> None:
+    with pytest.warns(UserWarning, match="function bodies"):
+        record = EngineRecord.load(build_engine(tiny_model(custom_op=True)))
+    assert (record.plugin_version, record.plugin_layers, record.custom_nodes) == (None, 0, 1)
+
+
+# --- the engine cache: one build per engine at a time, atomic files, timing cache --------------------------------
+
+
+def test_concurrent_builds_of_one_engine_build_it_once(trt: types.ModuleType, tiny_model) -> None:
+    """The second build waits on the first one's lock, then finds the engine built. (Without the lock it would
+    build too: the first build holds until the second has started.)"""
+    onnx = tiny_model()
+    second_started = threading.Event()
+    paths: list[Path] = []
+
+    def hold_first_build() -> None:
+        if trt.builds == 1:
+            assert second_started.wait(30)
+            time.sleep(0.3)  # time for the second build to reach the lock (or, without one, its own build)
+
+    trt.build_hook = hold_first_build
+    first = threading.Thread(target=lambda: paths.append(build_engine(onnx)))
+    first.start()
+    for _ in range(3000):
+        if trt.builds:
+            break
+        time.sleep(0.01)
+
+    def second() -> None:
+        second_started.set()
+        paths.append(build_engine(onnx))
+
+    other = threading.Thread(target=second)
+    other.start()
+    first.join(60)
+    other.join(60)
+    assert trt.builds == 1 and len(paths) == 2 and paths[0] == paths[1]
+    assert EngineRecord.load(paths[0]).engine_sha256 == engine_mod.file_sha256(paths[0])
+
+
+def test_files_are_written_under_unique_names_and_renamed(trt: types.ModuleType, tiny_model, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    renames: list[tuple[str, str]] = []
+    replace = os.replace
+    monkeypatch.setattr(engine_mod.os, "replace",
+                        lambda src, dst: renames.append((str(src), str(dst))) or replace(src, dst))
+    (tmp_path / "model.engine.tmp").write_bytes(b"a crashed build's leftover (the old fixed temp name)")
+    build_engine(tiny_model(), tmp_path / "model.engine", batch=1)
+    build_engine(tiny_model(), tmp_path / "model.engine", batch=1)
+    engine_renames = [src for src, dst in renames if dst == str(tmp_path / "model.engine")]
+    assert len(engine_renames) == 2 and len(set(engine_renames)) == 2
+    assert all(Path(src).parent == tmp_path and src.endswith(".tmp") for src in engine_renames)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+
+
+def _timing_cache() -> Path:
+    return next((Path(os.environ["I2NQ_CACHE_DIR"]) / "engines").glob("timing-*.cache"))
+
+
+def _entries(cache: Path) -> list[str]:
+    return json.loads(cache.read_bytes()[len(b"timing:"):])
+
+
+def test_a_corrupt_timing_cache_is_discarded_with_a_note(trt: types.ModuleType, tiny_model) -> None:
+    onnx = tiny_model()
+    build_engine(onnx)
+    cache = _timing_cache()
+    assert len(_entries(cache)) == 1
+    cache.write_bytes(b"\x00not a timing cache")  # TensorRT cannot read it
+    with pytest.warns(UserWarning, match=r"timing cache .* is unreadable .*: discarded"):
+        build_engine(onnx, batch=1)
+    assert len(_entries(cache)) == 1  # rebuilt from this build only
+    cache.write_bytes(b"timing:[]")  # readable, but not what i2nq wrote (the recorded hash differs)
+    with pytest.warns(UserWarning, match="discarded"):
+        build_engine(onnx, batch=2)
+    assert len(_entries(cache)) == 1
+
+
+def test_timing_cache_keeps_what_other_builds_saved_meanwhile(trt: types.ModuleType, tiny_model,
+                                                              tmp_path: Path) -> None:
+    own = tmp_path / "own.cache"
+    onnx = tiny_model()
+
+    def another_process_saves() -> None:
+        engine_mod.write_atomic(own, b'timing:["from another build"]')
+        engine_mod.write_atomic(own.with_name("own.cache.sha256"),
+                                hashlib.sha256(b'timing:["from another build"]').hexdigest().encode())
+
+    trt.build_hook = another_process_saves
+    build_engine(onnx, options=TensorRTOptions(timing_cache=own))
+    assert len(_entries(own)) == 2 and "from another build" in _entries(own)
+
+
+# --- options: precision, workspace, log level ---------------------------------------------------------------------
+
+
+def test_fp16_option(trt: types.ModuleType, tiny_model) -> None:
+    fp32, fp16 = tiny_model(), tiny_model(dtype="float16")
+    with pytest.raises(I2NQError, match=r"builds strongly typed networks only: export the fp16 graph"):
+        build_engine(fp32, options=TensorRTOptions(fp16=True))  # TensorRT 11
+    with pytest.raises(I2NQError, match=r"fp16 is off: export the portable flavor"):
+        build_engine(fp16, options=TensorRTOptions(fp16=False))
+    trt.__version__ = "10.13.0.35"
+    weak = build_engine(fp32, options=TensorRTOptions(fp16=True))
+    assert "FP16" in trt.last_config.flags and trt.last_network.flags == 0 and EngineRecord.load(weak).fp16_flag
+    strong = build_engine(fp32)
+    assert strong != weak and not trt.last_config.flags and trt.last_network.flags == 1  # STRONGLY_TYPED
+    assert build_engine(fp16, options=TensorRTOptions(fp16=True)) == build_engine(fp16)  # fp16 already: same engine
+    assert trt.builds == 3
+
+
+def test_workspace_shapes_the_engine(trt: types.ModuleType, tiny_model) -> None:
+    onnx = tiny_model()
+    small = build_engine(onnx, options=TensorRTOptions(workspace_mib=512))
+    assert trt.last_config.workspace == 512 << 20 and EngineRecord.load(small).workspace_mib == 512
+    assert build_engine(onnx) != small and trt.last_config.workspace == 4096 << 20
+
+
+def test_verbose_shows_tensorrt_log(trt: types.ModuleType, tiny_model, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture) -> None:
+    onnx, out = str(tiny_model()), str(tmp_path / "m.engine")
+    assert main(["build-engine", onnx, "-o", out]) == 0
+    err = capsys.readouterr().err
+    assert "[TRT] builder warning" in err and "verbose detail" not in err
+    assert main(["build-engine", onnx, "-o", out, "--verbose"]) == 0
+    err = capsys.readouterr().err
+    assert "[TRT] parsed" in err and "[TRT] tactic timing (verbose detail)" in err
+    assert main(["build-engine", onnx, "-o", out]) == 0
+    assert "verbose detail" not in capsys.readouterr().err
+    assert len(trt.loggers) == 1  # TensorRT keeps the first logger it is given: one, whose level changes
+
+
+def test_upscale_verbose_shows_tensorrt_log(gpu: types.ModuleType, tiny_model, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    import cv2
+
+    image = tmp_path / "in.png"
+    cv2.imwrite(str(image), _frame(12, 10))
+    args = ["upscale", str(image), "-o", str(tmp_path / "out.png"), "--model", str(tiny_model()),
+            "--backend", "tensorrt", "--no-progress", "--overwrite"]
+    assert main(args + ["--verbose"]) == 0
+    assert "verbose detail" in capsys.readouterr().err
+    assert cv2.imread(str(tmp_path / "out.png")).shape == (24, 20, 3)
+
+
+# --- bad input through the CLI: one line, exit status 2 ------------------------------------------------------------
+
+
+def test_bad_engines_and_tiles_are_one_line_errors(gpu: types.ModuleType, tiny_model, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    import cv2
+
+    engine = build_engine(tiny_model(), tmp_path / "model.engine", tile=(16, 16), batch=1)
+    image = tmp_path / "in.png"
+    cv2.imwrite(str(image), _frame(40, 30))
+    capsys.readouterr()  # the build's TensorRT warning
+    base = ["upscale", str(image), "-o", str(tmp_path / "out.png"), "--model", str(engine), "--backend", "tensorrt",
+            "--no-progress"]
+    cases = [(["--tile", "32"], {}, r"takes tiles of exactly 16x16, not 32x32: drop --tile"),
+             ([], {"__version__": "11.2.0"}, r"built by TensorRT 11\.1\.0 .*this is TensorRT 11\.2\.0.*rebuild"),
+             ([], {"__version__": "10.2.0"}, r"TensorRT 10\.2\.0 is too old")]
+    for extra, attrs, message in cases:
+        saved = {k: getattr(gpu, k) for k in attrs}
+        for k, v in attrs.items():
+            setattr(gpu, k, v)
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and re.search(message, err), err
+        for k, v in saved.items():
+            setattr(gpu, k, v)
+    assert main(base) == 0

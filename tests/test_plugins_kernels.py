@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sysconfig
@@ -39,6 +40,19 @@ def test_kernel_compiles_for_sm90(source: str, tmp_path: Path) -> None:
     result = subprocess.run([nvcc(), "-arch=sm_90", "-std=c++17", "-O3", "-c", str(CSRC / source),
                              "-o", str(tmp_path / "k.o")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_streaming_hints_switch(tmp_path: Path) -> None:
+    """I2NQ_STREAMING_HINTS (default 1) puts the evict-first cache hints (__ldcs/__stcs: ld/st.global.cs) on the
+    16-byte vector accesses; 0 builds plain ones (bench/gpu/bench_gpu.py times both). Checked in the PTX."""
+    cache_ops = {}
+    for hints in ("1", "0"):
+        ptx = tmp_path / f"nuquant{hints}.ptx"
+        result = subprocess.run([nvcc(), "-arch=sm_90", "-std=c++17", "-O3", f"-DI2NQ_STREAMING_HINTS={hints}", "-ptx",
+                                 str(CSRC / "nuquant.cu"), "-o", str(ptx)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        cache_ops[hints] = set(re.findall(r"\b(ld|st)\.global\.cs\.v4", ptx.read_text()))
+    assert cache_ops == {"1": {"ld", "st"}, "0": set()}
 
 
 def test_torch_extension_source_compiles(tmp_path: Path) -> None:

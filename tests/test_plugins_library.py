@@ -13,7 +13,7 @@ import pytest
 from i2nq.errors import I2NQError
 from i2nq.plugins import CSRC
 from i2nq.plugins.library import (build_plugin, check_plugin, find_cuda_include, find_nvcc, find_plugin,
-                                  find_tensorrt_root, plugin_version)
+                                  find_tensorrt_root, plugin_info, plugin_version)
 
 REPO = Path(__file__).resolve().parents[1]
 TRT_CHECK = Path(__file__).with_name("test_plugins_trt_check.cpp")
@@ -66,6 +66,12 @@ def test_plugin_builds_and_registers_like_trtexec(plugin_library: Path, tensorrt
     assert result.returncode == 0 and result.stdout.strip() == "OK", result.stdout + result.stderr
     assert plugin_version(plugin_library) == "1"
     assert check_plugin(plugin_library) == plugin_library
+    info = plugin_info(plugin_library)
+    assert info.cuda_archs == ("90",)  # what the fixture asked CMake for
+    assert check_plugin(plugin_library, info.tensorrt) == plugin_library
+    other_major = f"{int(info.tensorrt.split('.')[0]) + 1}.0.0"
+    with pytest.raises(I2NQError, match=f"built against TensorRT {info.tensorrt} headers; this is TensorRT {other_major}"):
+        check_plugin(plugin_library, other_major)
 
 
 def test_plugin_enqueue_with_cpu_emulated_kernels(tensorrt_root: Path, cuda_include: Path, emu_flags,

@@ -303,6 +303,21 @@ int main(int argc, char** argv)
     static Finder finder;
     setFinder(&finder);
     CHECK(std::strcmp(version(), "1") == 0);
+    // The probes the Python loader reads: TensorRT version of the headers, CUDA architectures, device check.
+    auto trtVersion = reinterpret_cast<char const* (*)()>(dlsym(lib, "i2nqTensorRTVersion"));
+    auto archs = reinterpret_cast<char const* (*)()>(dlsym(lib, "i2nqCudaArchs"));
+    auto checkDevice = reinterpret_cast<int (*)(int)>(dlsym(lib, "i2nqCheckDevice"));
+    CHECK(trtVersion && archs && checkDevice);
+    if (trtVersion)
+    {
+        std::string const headers = std::to_string(NV_TENSORRT_MAJOR) + "." + std::to_string(NV_TENSORRT_MINOR) + "."
+            + std::to_string(NV_TENSORRT_PATCH);
+        CHECK(headers == trtVersion());
+    }
+    if (checkDevice && enqueue)
+    {
+        CHECK(checkDevice(0) == 0); // the CPU emulation has one device, on which every kernel has an image
+    }
     int32_t n = 0;
     IPluginCreatorInterface* const* creators = getCreators(n);
     CHECK(n == 2);

@@ -23,7 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = ("i2nq/plugins/engine.py", "i2nq/plugins/gpu.py", "i2nq/runtime/backends/tensorrt.py")
 #: Variables that hold TensorRT objects in those files (the module itself is `trt`).
-TRT_OBJECTS = {"trt", "builder", "network", "parser", "config", "profile", "registry", "timing", "engine", "context"}
+TRT_OBJECTS = {"trt", "builder", "network", "parser", "config", "profile", "registry", "timing", "engine", "context",
+               "logger", "cache", "on_disk"}
 #: Names used only as a fallback for another (gpu.register_plugin: get_creator, else get_plugin_creator).
 FALLBACKS = {"get_plugin_creator": "get_creator"}
 

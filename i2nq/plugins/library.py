@@ -6,6 +6,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from i2nq.errors import I2NQError
@@ -58,7 +59,8 @@ def build_plugin(tensorrt_root: str | Path | None = None, output: Path | None = 
                  build_dir: Path | None = None, cuda_archs: str | None = None, jobs: int | None = None) -> Path:
     """Configure and build libi2nq_trt.so with CMake and copy it to `output` (default: the plugin cache).
 
-    `cuda_archs` is a CMake CUDA_ARCHITECTURES list such as "90" or "80;86;90" (default: the common ones).
+    `cuda_archs` is a CMake CUDA_ARCHITECTURES list such as "90" or "80;86;90" (default: this machine's GPU, else
+    sm_80/86/89/90/100/120 where nvcc supports them: i2nq/plugins/cuda_arch.cmake).
     """
     cmake = shutil.which("cmake")
     if cmake is None:
@@ -71,8 +73,8 @@ def build_plugin(tensorrt_root: str | Path | None = None, output: Path | None = 
     nvcc = find_nvcc()
     if nvcc:
         configure.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
-    if cuda_archs:
-        configure.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_archs}")
+    # Without a choice, clear one cached by an earlier build in the same folder, so that the default applies.
+    configure.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_archs}" if cuda_archs else "-UCMAKE_CUDA_ARCHITECTURES")
     build = [cmake, "--build", str(build_dir), "-j", str(jobs or os.cpu_count() or 1)]
     build_dir.mkdir(parents=True, exist_ok=True)
     log = build_dir / "i2nq-build.log"
@@ -104,26 +106,78 @@ def find_plugin(path: str | Path | None = None) -> Path | None:
     return default if default.is_file() else None
 
 
-def plugin_version(path: Path) -> str:
-    """The op-contract version a plugin library implements (its i2nqPluginVersion()); I2NQError if unreadable."""
+@dataclass(frozen=True)
+class PluginInfo:
+    """What a plugin library says about itself (its exported probes)."""
+
+    version: str  # the ai.i2nq op contract version it implements
+    tensorrt: str | None  # TensorRT version of the headers it was built against (None: an older i2nq built it)
+    cuda_archs: tuple[str, ...]  # CMake CUDA_ARCHITECTURES of its kernels, e.g. ("80-real", "90"); () if unknown
+
+
+def _open_library(path: Path) -> ctypes.CDLL:
     try:
-        lib = ctypes.CDLL(str(path), mode=os.RTLD_LOCAL | os.RTLD_NOW)
+        return ctypes.CDLL(str(path), mode=os.RTLD_LOCAL | os.RTLD_NOW)
     except OSError as exc:
         raise I2NQError(f"cannot load TensorRT plugin library {path}: {exc}; rebuild it with i2nq build-plugin") \
             from None
+
+
+def _probe_string(lib: ctypes.CDLL, name: str) -> str | None:
     try:
-        probe = lib.i2nqPluginVersion
+        probe = getattr(lib, name)
     except AttributeError:
-        raise I2NQError(f"{path} is not an i2nq plugin library (no i2nqPluginVersion); build one with "
-                        f"i2nq build-plugin") from None
+        return None
     probe.restype = ctypes.c_char_p
     return probe().decode()
 
 
-def check_plugin(path: Path) -> Path:
-    """`path` if it implements this i2nq's op version, else I2NQError saying to rebuild it."""
-    found = plugin_version(path)
-    if found != PLUGIN_VERSION:
-        raise I2NQError(f"plugin library {path} implements ai.i2nq version {found}, this i2nq needs "
+def plugin_info(path: Path) -> PluginInfo:
+    """The probes of a plugin library; I2NQError if it cannot be loaded or is not an i2nq plugin library."""
+    lib = _open_library(path)
+    version = _probe_string(lib, "i2nqPluginVersion")
+    if version is None:
+        raise I2NQError(f"{path} is not an i2nq plugin library (no i2nqPluginVersion); build one with "
+                        f"i2nq build-plugin")
+    archs = _probe_string(lib, "i2nqCudaArchs") or ""
+    return PluginInfo(version, _probe_string(lib, "i2nqTensorRTVersion"), tuple(a for a in archs.split(",") if a))
+
+
+def plugin_version(path: Path) -> str:
+    """The op-contract version a plugin library implements (its i2nqPluginVersion()); I2NQError if unreadable."""
+    return plugin_info(path).version
+
+
+def check_plugin(path: Path, tensorrt_version: str | None = None) -> Path:
+    """`path` if it implements this i2nq's op version (and, given the TensorRT version of this process, was built
+    against the headers of the same TensorRT major version), else I2NQError saying to rebuild it."""
+    info = plugin_info(path)
+    if info.version != PLUGIN_VERSION:
+        raise I2NQError(f"plugin library {path} implements ai.i2nq version {info.version}, this i2nq needs "
                         f"{PLUGIN_VERSION}; rebuild it with i2nq build-plugin")
+    if tensorrt_version is not None:
+        major = tensorrt_version.split(".")[0]
+        if info.tensorrt is None:
+            raise I2NQError(f"plugin library {path} does not say which TensorRT it was built for (an older i2nq "
+                            f"built it); rebuild it with i2nq build-plugin --tensorrt-root <TensorRT {major} SDK>")
+        if info.tensorrt.split(".")[0] != major:
+            raise I2NQError(f"plugin library {path} was built against TensorRT {info.tensorrt} headers; this is "
+                            f"TensorRT {tensorrt_version}: rebuild it with i2nq build-plugin --tensorrt-root "
+                            f"<TensorRT {major} SDK>")
     return path
+
+
+#: CUDA errors meaning "no kernel image for this GPU" (cudaErrorNoKernelImageForDevice, cudaErrorInvalidDeviceFunction).
+NO_KERNEL_IMAGE = (209, 98)
+
+
+def plugin_device_status(path: Path, device: int) -> int:
+    """The library's i2nqCheckDevice(device): 0 when its kernels can run on CUDA device `device`, else the CUDA
+    error (209: no kernel image for that GPU); -1 for a library without the probe."""
+    lib = _open_library(path)
+    try:
+        probe = lib.i2nqCheckDevice
+    except AttributeError:
+        return -1
+    probe.restype, probe.argtypes = ctypes.c_int, [ctypes.c_int]
+    return int(probe(device))

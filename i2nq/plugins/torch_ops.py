@@ -21,24 +21,40 @@ SOURCES = ("torch_ops.cpp", "nuquant.cu", "lut_dequant.cu")
 CUDA_FLAGS = ("-O3", "-std=c++17", "--ftz=false", "--prec-div=true")
 
 
-@lru_cache(maxsize=1)
-def _build() -> ModuleType | str:
-    """The compiled extension, or the reason it could not be built (built once per process)."""
+def _load(name: str = "i2nq_ops", cuda_flags: tuple[str, ...] = ()) -> ModuleType | str:
+    """Build (or reuse) the extension `name` with extra nvcc flags; the module, or why it could not be built."""
     if not torch.cuda.is_available():
         return "torch has no CUDA device here"
     from torch.utils.cpp_extension import load
 
     tag = f"v{PLUGIN_VERSION}-torch{torch.__version__}-cuda{torch.version.cuda}".replace("+", "_")
-    build_dir = cache_dir() / "torch_ext" / tag
+    build_dir = cache_dir() / "torch_ext" / (tag if name == "i2nq_ops" else f"{tag}-{name}")
     build_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return load(name="i2nq_ops", sources=[str(CSRC / s) for s in SOURCES], extra_cflags=["-O3", "-std=c++17"],
-                    extra_cuda_cflags=list(CUDA_FLAGS), extra_include_paths=[str(CSRC)],
+        return load(name=name, sources=[str(CSRC / s) for s in SOURCES], extra_cflags=["-O3", "-std=c++17"],
+                    extra_cuda_cflags=[*CUDA_FLAGS, *cuda_flags], extra_include_paths=[str(CSRC)],
                     build_directory=str(build_dir), verbose=False)
     except Exception as exc:  # a compiler error, a missing nvcc: fall back to the torch reference
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        warnings.warn(f"i2nq CUDA kernels unavailable, using the torch reference ({reason})", stacklevel=3)
+        warnings.warn(f"i2nq CUDA kernels unavailable, using the torch reference ({reason})", stacklevel=4)
         return reason
+
+
+@lru_cache(maxsize=1)
+def _build() -> ModuleType | str:
+    """The compiled extension, or the reason it could not be built (built once per process)."""
+    return _load()
+
+
+@lru_cache(maxsize=None)
+def variant(name: str, streaming_hints: bool = True) -> ModuleType | str:
+    """A separately built and named copy of the extension, for bench/gpu: `streaming_hints=False` builds the
+    kernels with plain 16-byte loads and stores (-DI2NQ_STREAMING_HINTS=0). It is built for the architectures
+    of $TORCH_CUDA_ARCH_LIST as it is in this process (torch's default, the visible GPUs, when unset). The
+    module, or why it could not be built."""
+    if name == "i2nq_ops":
+        raise ValueError("a variant needs a name of its own")
+    return _load(name, () if streaming_hints else ("-DI2NQ_STREAMING_HINTS=0",))
 
 
 def available() -> bool:

@@ -21,6 +21,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                     help="tile margin in input pixels (default: the receptive field, exact; smaller: feathered)")
     up.add_argument("--batch", type=int, default=None, help="tiles per model call (default: from the tile size)")
     up.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    up.add_argument("--verbose", action="store_true",
+                    help="show TensorRT's log down to verbose messages (tensorrt backend; default: warnings)")
     video = up.add_argument_group("video")
     video.add_argument("--codec", default="libx264", help="FFmpeg video encoder (default: libx264)")
     video.add_argument("--crf", type=int, default=18, help="constant rate factor: lower is better (default: 18)")
@@ -72,11 +74,15 @@ def _time(text: str) -> float:
 
 
 def _upscale(args: argparse.Namespace) -> None:
+    from i2nq.runtime.backends.tensorrt import TensorRTOptions
     from i2nq.runtime.upscaler import upscale
 
+    # --tile/--batch size a static engine, as without options; --verbose adds TensorRT's log.
+    trt = TensorRTOptions(tile=(args.tile, args.tile) if args.tile else None, batch=args.batch, verbose=True) \
+        if args.verbose else None
     out = upscale(args.input, args.output, model=args.model, backend=args.backend, device=args.device, tile=args.tile,
-                  overlap=args.overlap, batch=args.batch, overwrite=args.overwrite, codec=args.codec, crf=args.crf,
-                  preset=args.preset, progress=args.progress, start=args.start, duration=args.duration)
+                  overlap=args.overlap, batch=args.batch, overwrite=args.overwrite, tensorrt=trt, codec=args.codec,
+                  crf=args.crf, preset=args.preset, progress=args.progress, start=args.start, duration=args.duration)
     print(f"wrote {out}")
 
 

@@ -164,6 +164,7 @@ def describe(info: dict) -> str:
                          f"res_scale {src.get('res_scale')})")
     else:
         r = info["record"]
-        lines.append(f"  built by     TensorRT {r['tensorrt']} for {r['gpu']}; plugin {r['plugin_version']}; "
+        lines.append(f"  built by     TensorRT {r['tensorrt']} for {r['gpu']}; plugin {r['plugin_version']} "
+                     f"({r.get('plugin_layers', 0)} of {r.get('custom_nodes', 0)} ai.i2nq nodes as plugin layers); "
                      f"input profile {r['profile']}")
     return "\n".join(lines)

@@ -22,6 +22,19 @@ DEFAULT_TILE = 384  # input px: large enough that the overlap margins cost littl
 BATCH_PIXELS = 512 * 512  # default batch: this many input pixels of tiles per model call
 
 
+def default_tile(overlap: int) -> int:
+    """The default tile side in input px for tiles overlapping by `overlap` px (by default the model's receptive
+    field): DEFAULT_TILE, or 8x the overlap when that is larger, so that the margins stay a modest share of
+    each tile. The one rule for tile sizes: the tiler uses it when no tile is given, and the tensorrt backend
+    builds its default engine profile around it (TensorRTOptions.profile), so default tiles always fit."""
+    return max(DEFAULT_TILE, 8 * overlap)
+
+
+def default_batch(tile: tuple[int, int]) -> int:
+    """Tiles per model call by default: BATCH_PIXELS worth of input, at least one."""
+    return max(1, BATCH_PIXELS // (tile[0] * tile[1]))
+
+
 @dataclass(frozen=True)
 class AxisPlan:
     """Tiles along one axis: all `tile` long, starting at `starts`; tile k owns input [cuts[k], cuts[k+1])."""
@@ -66,7 +79,12 @@ class _Job:
 
 
 class Tiler:
-    """Runs uint8/uint16 BGR HxWx3 frames through a backend in tiles and returns the upscaled frames."""
+    """Runs uint8/uint16 BGR HxWx3 frames through a backend in tiles and returns the upscaled frames.
+
+    A backend that takes a bounded range of tile shapes (a TensorRT engine's profile: `fixed_shape`, or
+    `min_tile`..`max_tile`) bounds the tiles: the default tile shrinks to fit the maximum, an explicit tile
+    that does not fit is an error, and frames (or tiles) below the minimum are padded.
+    """
 
     def __init__(self, backend: Backend, tile: int | None = None, overlap: int | None = None,
                  batch: int | None = None) -> None:
@@ -77,26 +95,42 @@ class Tiler:
         if self.overlap < 0 or (tile is not None and tile < 0) or (batch is not None and batch < 1):
             raise I2NQError("tile and overlap must be >= 0 and batch >= 1")
         self.exact = self.overlap >= meta.receptive_field
+        high = getattr(backend, "max_tile", None)  # duck-typed backends may lack the range attributes
         if backend.fixed_shape is not None:
-            self.tile: tuple[int, int] | None = backend.fixed_shape
+            fixed = backend.fixed_shape
+            if tile and (tile, tile) != tuple(fixed):
+                raise I2NQError(f"the engine takes tiles of exactly {fixed[0]}x{fixed[1]}, not {tile}x{tile}: drop "
+                                f"--tile, or build an engine for this tile (i2nq build-engine --tile {tile} {tile})")
+            self.tile: tuple[int, int] | None = fixed
         elif tile == 0:
             self.tile = None
+        elif tile:
+            if high is not None and (tile > high[0] or tile > high[1]):
+                raise I2NQError(f"tile {tile} is larger than the engine's profile allows ({high[0]}x{high[1]} at "
+                                f"most): lower --tile, or build the engine with a larger maximum shape")
+            self.tile = (tile, tile)
         else:
-            side = tile or max(DEFAULT_TILE, 8 * self.overlap)
-            self.tile = (side, side)
+            side = default_tile(self.overlap)
+            self.tile = (side, side) if high is None else (min(side, high[0]), min(side, high[1]))
         if self.tile is not None and min(self.tile) <= 2 * self.overlap:
             raise I2NQError(f"tile {min(self.tile)} must be larger than twice the overlap ({self.overlap}); "
-                            "raise --tile or lower --overlap")
-        default_batch = 1 if self.tile is None else max(1, BATCH_PIXELS // (self.tile[0] * self.tile[1]))
-        self.batch = min(batch or default_batch, backend.max_batch or 1 << 30)
+                            "raise --tile or lower --overlap" + ("" if high is None else
+                                                                 ", or build the engine with a larger maximum shape"))
+        self.batch = min(batch or (1 if self.tile is None else default_batch(self.tile)), backend.max_batch or 1 << 30)
 
     def plan(self, height: int, width: int) -> tuple[AxisPlan, AxisPlan]:
         """Row and column plans for a frame of this size."""
         if self.tile is None:
             return plan_axis(height, height, 0), plan_axis(width, width, 0)
         shrink = self.backend.fixed_shape is None  # a static engine needs exactly its tile shape
-        return (plan_axis(height, self.tile[0], self.overlap, shrink),
-                plan_axis(width, self.tile[1], self.overlap, shrink))
+        low = getattr(self.backend, "min_tile", None) or (1, 1)
+        plans = []
+        for length, tile, least in ((height, self.tile[0], low[0]), (width, self.tile[1], low[1])):
+            plan = plan_axis(length, tile, self.overlap, shrink)
+            if plan.tile < least <= tile:  # a shrunk tile under the engine's minimum: take the full tile
+                plan = plan_axis(length, tile, self.overlap, shrink=False)
+            plans.append(plan)
+        return plans[0], plans[1]
 
     def tiles_per_frame(self, height: int, width: int) -> int:
         """How many tiles one frame of this size takes."""
@@ -106,9 +140,14 @@ class Tiler:
     def run(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Upscale equal-size frames, batching tiles across frames."""
         height, width = frames[0].shape[:2]
-        fixed = self.backend.fixed_shape
-        if fixed is not None and (height < fixed[0] or width < fixed[1]):
-            return self._run_padded(frames, *fixed)
+        least = self.backend.fixed_shape or getattr(self.backend, "min_tile", None)
+        if least is not None and (height < least[0] or width < least[1]):
+            return self._run_padded(frames, max(height, least[0]), max(width, least[1]))
+        high = getattr(self.backend, "max_tile", None)
+        if self.tile is None and high is not None and (height > high[0] or width > high[1]):
+            raise I2NQError(f"a whole {width}x{height} frame is larger than the engine's profile allows "
+                            f"({high[1]}x{high[0]} at most): use tiles (--tile > 0) or build the engine with a "
+                            f"larger maximum shape")
         rows, cols = self.plan(height, width)
         s = self.scale
         outputs = [np.empty((height * s, width * s, 3), f.dtype) for f in frames]
@@ -143,7 +182,8 @@ class Tiler:
             yield jobs
 
     def _run_padded(self, frames: Sequence[np.ndarray], th: int, tw: int) -> list[np.ndarray]:
-        """Static-shape backends: reflect-pad frames smaller than the tile (approximate at those borders)."""
+        """Backends with a least tile shape (static engines, profiles with a minimum): reflect-pad frames smaller
+        than it to th x tw (approximate at those borders)."""
         height, width = frames[0].shape[:2]
         pad = ((0, max(0, th - height)), (0, max(0, tw - width)), (0, 0))
         padded = [np.pad(f, pad, mode="symmetric") for f in frames]

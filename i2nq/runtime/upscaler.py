@@ -9,6 +9,7 @@ import numpy as np
 
 from i2nq.errors import I2NQError
 from i2nq.runtime.backends import Backend, ModelMeta, open_backend
+from i2nq.runtime.backends.tensorrt import TensorRTOptions
 from i2nq.files import check_destination, check_source
 from i2nq.runtime.image_io import IMAGE_SUFFIXES, is_image, read_image, write_image
 from i2nq.runtime.tiler import Tiler
@@ -23,12 +24,18 @@ class Upscaler:
     'tensorrt'. device: None (a GPU when there is one), 'cpu', 'cuda' or 'cuda:N'. tile: max tile side in
     input pixels (None: a default from the receptive field, 0: whole frames). overlap: tile margin in input
     pixels (None: the receptive field, which makes tiling exact). batch: tiles per model call.
+
+    tensorrt: TensorRTOptions for the tensorrt backend (profile, fp16, workspace, CUDA graphs, timing cache,
+    verbose), e.g. Upscaler("model.onnx", backend="tensorrt", tensorrt=TensorRTOptions(cuda_graphs=True)).
+    Without it, `tile` and `batch` make the engine static in those dimensions; with it, the options alone
+    define the engine and `tile`/`batch` only the tiling (which must fit the engine's profile).
     """
 
     def __init__(self, model: str | Path = "default", backend: str = "auto", device: str | int | None = None,
-                 tile: int | None = None, overlap: int | None = None, batch: int | None = None) -> None:
+                 tile: int | None = None, overlap: int | None = None, batch: int | None = None, *,
+                 tensorrt: TensorRTOptions | None = None) -> None:
         engine_tile = (tile, tile) if tile else None
-        self.backend: Backend = open_backend(model, backend, device, tile=engine_tile, batch=batch)
+        self.backend: Backend = open_backend(model, backend, device, tile=engine_tile, batch=batch, tensorrt=tensorrt)
         self.tiler = Tiler(self.backend, tile=tile, overlap=overlap, batch=batch)
 
     @property
@@ -141,10 +148,11 @@ def check_job(src: str | Path, dst: str | Path, overwrite: bool = False) -> str:
 
 def upscale(src: str | Path, dst: str | Path, model: str | Path = "default", backend: str = "auto",
             device: str | int | None = None, tile: int | None = None, overlap: int | None = None,
-            batch: int | None = None, overwrite: bool = False, **video_options) -> Path:
+            batch: int | None = None, overwrite: bool = False, tensorrt: TensorRTOptions | None = None,
+            **video_options) -> Path:
     """Check the job, then load the model and upscale an image, folder or video (what `i2nq upscale` runs)."""
     check_job(src, dst, overwrite)  # bad paths fail before a model is loaded
-    with Upscaler(model, backend, device, tile, overlap, batch) as upscaler:
+    with Upscaler(model, backend, device, tile, overlap, batch, tensorrt=tensorrt) as upscaler:
         return upscaler.upscale_path(src, dst, overwrite, **video_options)
 
 

@@ -137,6 +137,26 @@ inline char const* i2nqEmuErrorString(cudaError_t e)
 }
 #define cudaGetErrorString i2nqEmuErrorString
 
+// Device queries of trt_device.cu: one emulated device (0), on which every kernel has an image.
+inline cudaError_t i2nqEmuGetDevice(int* device)
+{
+    *device = 0;
+    return cudaSuccess;
+}
+inline cudaError_t i2nqEmuSetDevice(int device)
+{
+    return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+}
+template <typename Kernel>
+inline cudaError_t i2nqEmuFuncGetAttributes(cudaFuncAttributes* attributes, Kernel)
+{
+    *attributes = cudaFuncAttributes{};
+    return cudaSuccess;
+}
+#define cudaGetDevice i2nqEmuGetDevice
+#define cudaSetDevice i2nqEmuSetDevice
+#define cudaFuncGetAttributes i2nqEmuFuncGetAttributes
+
 #define I2NQ_LAUNCH(grid, block, smemBytes, stream, ...) ::i2nq_emu::launch(grid, block, smemBytes, &__VA_ARGS__)
 #define I2NQ_DYNAMIC_SMEM(name) unsigned char* name = ::i2nq_emu::gDynamicSmem
 

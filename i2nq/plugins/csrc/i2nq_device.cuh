@@ -204,11 +204,22 @@ I2NQ_HD int groupCode(uint64_t word, int k)
 template <typename T>
 constexpr int kVecWidth = kVecBytes / static_cast<int>(sizeof(T));
 
-//! Streaming 16-byte load/store of kVecWidth<T> elements (p must be 16-byte aligned).
+//! Streaming cache hints on the 16-byte vector accesses (__ldcs / __stcs: evict-first, each byte is touched
+//! once). Build with -DI2NQ_STREAMING_HINTS=0 for plain loads and stores: bench/gpu/bench_gpu.py (section
+//! `hints`) times both variants in one run.
+#ifndef I2NQ_STREAMING_HINTS
+#define I2NQ_STREAMING_HINTS 1
+#endif
+
+//! 16-byte load/store of kVecWidth<T> elements (p must be 16-byte aligned).
 template <typename T>
 __device__ __forceinline__ void loadVec(T const* p, T (&v)[kVecWidth<T>])
 {
+#if I2NQ_STREAMING_HINTS
     uint4 raw = __ldcs(reinterpret_cast<uint4 const*>(p));
+#else
+    uint4 raw = *reinterpret_cast<uint4 const*>(p);
+#endif
     memcpy(v, &raw, sizeof(raw));
 }
 template <typename T>
@@ -216,7 +227,11 @@ __device__ __forceinline__ void storeVec(T* p, T const (&v)[kVecWidth<T>])
 {
     uint4 raw;
     memcpy(&raw, v, sizeof(raw));
+#if I2NQ_STREAMING_HINTS
     __stcs(reinterpret_cast<uint4*>(p), raw);
+#else
+    *reinterpret_cast<uint4*>(p) = raw;
+#endif
 }
 
 inline bool aligned16(void const* p)

@@ -125,8 +125,9 @@ def _auto_choice(files: ModelFiles, cpu_only: bool) -> tuple[str, bool]:
 
 
 def open_backend(model: str | Path, backend: str = "auto", device: str | int | None = None,
-                 tile: tuple[int, int] | None = None, batch: int | None = None) -> Backend:
-    """Load `model` on `backend`; `tile` and `batch` size static engines (tensorrt) and are ignored elsewhere."""
+                 tile: tuple[int, int] | None = None, batch: int | None = None, tensorrt=None) -> Backend:
+    """Load `model` on `backend`. For the tensorrt backend, `tensorrt` (TensorRTOptions) says how the engine is
+    built and run; without it, `tile` and `batch` make a static engine. All three are ignored elsewhere."""
     if backend not in BACKENDS:
         raise I2NQError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     files = resolve_model(model)
@@ -158,4 +159,6 @@ def open_backend(model: str | Path, backend: str = "auto", device: str | int | N
     source = files.engine or files.onnx
     if source is None:
         raise I2NQError("the tensorrt backend needs an .onnx or .engine model")
+    if tensorrt is not None:
+        return TensorRTBackend(source, device=index, options=tensorrt)
     return TensorRTBackend(source, device=index, tile=tile, batch=batch)

@@ -27,13 +27,16 @@ class Backend(ABC):
 
     `run` takes float32 NCHW RGB in [0, 1] of shape (N, C, h, w) and returns float32 of shape
     (N, C, h*scale, w*scale). `fixed_shape` is (h, w) when the backend accepts only that tile shape
-    (a static TensorRT engine), else None; `max_batch` bounds N (None: any).
+    (a static TensorRT engine), else None; `max_batch` bounds N (None: any). A backend that accepts a range of
+    tile shapes (a dynamic TensorRT engine's profile) gives its bounds as `min_tile` and `max_tile` (h, w).
     """
 
     name: str = "base"
     meta: ModelMeta
     fixed_shape: tuple[int, int] | None = None
     max_batch: int | None = None
+    min_tile: tuple[int, int] | None = None
+    max_tile: tuple[int, int] | None = None
 
     @abstractmethod
     def run(self, x: np.ndarray) -> np.ndarray: ...
