@@ -16,6 +16,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         help="where to put the library (default: ~/.cache/i2nq/plugins/libi2nq_trt.so)")
     plugin.add_argument("--build-dir", type=Path, metavar="DIR", help="CMake build folder")
     plugin.add_argument("--cuda-arch", metavar="LIST", help="CUDA architectures, e.g. 90 or '80;86;90'")
+    plugin.add_argument("--overwrite", action="store_true", help="replace an existing library at -o PATH")
     plugin.set_defaults(func=_build_plugin)
 
     engine = sub.add_parser("build-engine", help="build a TensorRT engine from an i2nq ONNX export",
@@ -29,17 +30,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     engine.add_argument("--plugin", type=Path, metavar="PATH",
                         help="plugin library (default: $I2NQ_PLUGIN or the one build-plugin made)")
     engine.add_argument("--device", type=int, default=0, metavar="N", help="CUDA device index (default 0)")
+    engine.add_argument("--overwrite", action="store_true", help="replace an existing engine (and sidecar) at -o PATH")
     engine.set_defaults(func=_build_engine)
 
 
 def _build_plugin(args: argparse.Namespace) -> None:
     from i2nq.plugins.library import build_plugin
 
-    print(build_plugin(args.tensorrt_root, args.output, args.build_dir, args.cuda_arch))
+    print(build_plugin(args.tensorrt_root, args.output, args.build_dir, args.cuda_arch, overwrite=args.overwrite))
 
 
 def _build_engine(args: argparse.Namespace) -> None:
     from i2nq.plugins.engine import build_engine
 
     tile = tuple(args.tile) if args.tile else None
-    print(build_engine(args.onnx, args.output, tile, args.batch, args.plugin, args.device))
+    print(build_engine(args.onnx, args.output, tile, args.batch, args.plugin, args.device, args.overwrite))

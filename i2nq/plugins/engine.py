@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 from i2nq.errors import I2NQError
+from i2nq.files import atomic_output, check_destination
 from i2nq.plugins import PLUGIN_VERSION
 from i2nq.plugins.gpu import import_tensorrt, register_plugin, tensorrt_major, use_device
 from i2nq.plugins.library import cache_dir, find_plugin
@@ -58,8 +59,9 @@ class EngineRecord:
         fields = dataclasses.asdict(dataclasses.replace(self, engine_sha256=""))
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
-    def save(self, engine: Path) -> None:
-        sidecar_path(engine).write_text(json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
+    def save(self, engine: Path, overwrite: bool = True) -> None:
+        with atomic_output(sidecar_path(engine), overwrite) as tmp:
+            tmp.write_text(json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
 
     @staticmethod
     def load(engine: Path) -> EngineRecord:
@@ -143,15 +145,20 @@ def is_valid(engine: Path, record: EngineRecord) -> bool:
 
 
 def build_engine(onnx_path: Path, output: Path | None = None, tile: tuple[int, int] | None = None,
-                 batch: int | None = None, plugin: Path | None = None, device: int = 0) -> Path:
+                 batch: int | None = None, plugin: Path | None = None, device: int = 0,
+                 overwrite: bool = False) -> Path:
     """Build a TensorRT engine for an i2nq ONNX export and return its path.
 
-    With `output`, the engine is written there (with its sidecar); without, it goes to the engine cache,
+    With `output`, the engine is written there (with its sidecar; an existing one is replaced only with
+    `overwrite`); without, it goes to the engine cache,
     where a valid entry is reused and a stale one rebuilt. `plugin`: the plugin library (default:
     $I2NQ_PLUGIN or the one `i2nq build-plugin` made; without one, the custom nodes run as their ONNX
     function bodies).
     """
     model = inspect_onnx(onnx_path)
+    if output is not None:  # before the build, which takes minutes
+        check_destination(output, onnx_path, overwrite)
+        check_destination(sidecar_path(Path(output)), onnx_path, overwrite)
     trt = import_tensorrt()
     gpu = use_device(device)
     plugin_path = find_plugin(plugin)
@@ -168,11 +175,11 @@ def build_engine(onnx_path: Path, output: Path | None = None, tile: tuple[int, i
         return target
     serialized = _serialize(trt, model, record)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(serialized)
-    record = dataclasses.replace(record, engine_sha256=file_sha256(tmp))
-    tmp.replace(target)
-    record.save(target)
+    replace = output is None or overwrite  # the cache's entries are replaced when stale
+    with atomic_output(target, replace) as tmp:
+        tmp.write_bytes(serialized)
+        record = dataclasses.replace(record, engine_sha256=file_sha256(tmp))
+    record.save(target, replace)
     return target
 
 
