@@ -75,6 +75,9 @@ def test_torch_backend_wraps_models_load(monkeypatch, tmp_path) -> None:
     fake = types.ModuleType("i2nq.models")
     fake.load = lambda ref: loaded.append(ref) or Nearest()
     monkeypatch.setitem(sys.modules, "i2nq.models", fake)
+    edsr = types.ModuleType("i2nq.models.edsr")  # without it the test passed only after another had imported it
+    edsr.fold_relus_ = lambda module: module
+    monkeypatch.setitem(sys.modules, "i2nq.models.edsr", edsr)
     checkpoint = tmp_path / "m.safetensors"
     checkpoint.write_bytes(b"")
     upscaler = i2nq.Upscaler(checkpoint, device="cpu", tile=8)
