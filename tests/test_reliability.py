@@ -585,6 +585,8 @@ def test_non_regular_inputs_are_refused_without_blocking(tmp_path, tiny_model, c
     _one_line_error(capsys, "not a regular file", "FIFO" if kind == "fifo" else "character device")
     with pytest.raises(I2NQError, match="not a regular file"):
         read_image(src)
+    assert main(["inspect", str(src.rename(tmp_path / "m.onnx"))]) == 2
+    _one_line_error(capsys, "is not a regular file")
 
 
 def test_a_fifo_or_device_output_is_never_replaced(tmp_path, good, tiny_model, capsys) -> None:

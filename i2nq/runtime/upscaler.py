@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from i2nq.errors import I2NQError
-from i2nq.files import TEMP_NAME, check_destination, check_source
+from i2nq.files import check_destination, check_source
 from i2nq.runtime.backends import Backend, ModelMeta, open_backend
 from i2nq.runtime.image_io import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, check_output_size, is_image, read_image,
                                    write_image_rows)
@@ -112,9 +112,8 @@ class Upscaler:
         src, dst = check_source(src), Path(dst)
         if not src.is_dir():
             raise I2NQError(f"{src} is not a folder")
-        images = sorted(p for p in src.iterdir()
-                        if is_image(p) and not p.name.startswith(".") and not TEMP_NAME.match(p.name)
-                        and not p.is_dir())
+        images = sorted(p for p in src.iterdir()  # hidden files (and so other runs' temp files) are skipped
+                        if is_image(p) and not p.name.startswith(".") and not p.is_dir())
         if not images:
             raise I2NQError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {src}")
         if dst.resolve() == src.resolve():

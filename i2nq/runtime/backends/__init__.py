@@ -44,6 +44,8 @@ def resolve_model(model: str | Path) -> ModelFiles:
             shipped_model(model, ".onnx")  # raises with the list of shipped models
         return ModelFiles(onnx=onnx if onnx.is_file() else None, checkpoint=model if ckpt.is_file() else None)
     if not path.is_file():
+        if path.exists():  # a FIFO or a device: never opened (reading a FIFO would block)
+            raise I2NQError(f"model {path} is not a regular file")
         raise I2NQError(f"model file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
