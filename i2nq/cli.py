@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import warnings
 
 from i2nq import __version__
@@ -41,6 +43,32 @@ def _note(message, category, filename, lineno, line=None) -> str:
     return f"i2nq: note: {message}\n"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP) arrived: unwinds like Ctrl-C, so every temp file is removed on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # a second one must not cut the clean-up short; main() restores it
+    raise Terminated(signum)
+
+
+def _install_handlers() -> dict[int, object]:
+    """SIGTERM and SIGHUP raise Terminated in the main thread (unless ignored, as under nohup); returns the
+    handlers they replace."""
+    previous: dict[int, object] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is None or signal.getsignal(signum) is signal.SIG_IGN:
+            continue
+        previous[signum] = signal.signal(signum, _terminate)
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _note  # the library's warnings (e.g. an audio stream re-encoded) as one line each
     parser = build_parser()
@@ -48,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    previous = _install_handlers()
     try:
         return int(args.func(args) or 0)
     except I2NQError as exc:
@@ -57,9 +86,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"i2nq: error: this command needs the Python package {exc.name!r}; install it "
               f"(e.g. pip install 'i2nq[torch]')", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("i2nq: error: not enough memory; lower --tile or --batch, or use a smaller input", file=sys.stderr)
+        return 2
+    except Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        print(f"i2nq: terminated by {name}; unfinished outputs were removed", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
-        print("i2nq: interrupted", file=sys.stderr)
+        print("i2nq: interrupted; unfinished outputs were removed", file=sys.stderr)
         return 130
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,46 @@ def test_image_files(upscaler, tmp_path, suffix, kind) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, dst.name])  # no temp files left
 
 
+@pytest.mark.parametrize("shape", [(21, 30), (21, 30, 3), (21, 30, 4), (1, 1, 3), (300, 7, 3)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_writer_round_trips_through_two_decoders(tmp_path, shape, dtype) -> None:
+    """The strip-wise PNG writer: OpenCV and Pillow read back the pixels written, whatever the strips."""
+    from PIL import Image
+
+    from i2nq.runtime.image_io import write_image_rows
+
+    image = _image(shape, dtype)
+    strips = [image[i:i + 7] for i in range(0, len(image), 7)]
+    write_image_rows(tmp_path / "out.png", image.shape, image.dtype, strips)
+    assert np.array_equal(read_image(tmp_path / "out.png"), image)
+    with Image.open(tmp_path / "out.png") as pil:
+        assert pil.size == shape[1::-1]
+        if dtype == np.uint8:  # Pillow reads 16-bit colour PNGs as 8-bit
+            rgb = image if image.ndim == 2 else image[..., [2, 1, 0, 3][:image.shape[2]]]
+            assert np.array_equal(np.asarray(pil), rgb)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_png_writer_compresses_like_opencv(tmp_path) -> None:
+    from i2nq.assets import sample
+    from i2nq.runtime.image_io import write_image
+
+    photo = cv2.resize(read_image(sample("sample.png")), None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    write_image(tmp_path / "ours.png", photo)
+    ok, theirs = cv2.imencode(".png", photo)
+    assert (tmp_path / "ours.png").stat().st_size <= 1.05 * len(theirs)
+
+
+def test_upscaled_files_equal_upscaled_arrays(tmp_path, tiny_model) -> None:
+    """Files are written strip by strip (alpha resized per strip): the same pixels as upscale() gives."""
+    up = i2nq.Upscaler(tiny_model(scale=2), device="cpu", tile=12, batch=2)
+    for shape in [(41, 30), (41, 30, 3), (41, 30, 4)]:
+        image = _image(shape, np.uint16)
+        cv2.imwrite(str(tmp_path / "in.png"), image)
+        up.upscale_file(tmp_path / "in.png", tmp_path / "out.png", overwrite=True)
+        assert np.array_equal(read_image(tmp_path / "out.png"), up.upscale(image))
+
+
 def test_sixteen_bit_to_jpeg_is_written_at_eight_bits(upscaler, tmp_path) -> None:
     src = tmp_path / "in.png"
     cv2.imwrite(str(src), _image((21, 30, 4), np.uint16))
@@ -87,9 +127,10 @@ def test_folder(upscaler, tmp_path) -> None:
     written = upscaler.upscale_folder(src, tmp_path / "out")
     assert [p.name for p in written] == ["0.png", "1.jpg", "2.webp"]
     assert all(read_image(p).shape == (20, 24, 3) for p in written)
-    with pytest.raises(I2NQError, match="exists"):
-        upscaler.upscale_folder(src, tmp_path / "out")
-    upscaler.upscale_folder(src, tmp_path / "out", overwrite=True)
+    before = {p.name: p.stat().st_ino for p in written}
+    assert upscaler.upscale_folder(src, tmp_path / "out") == []  # a rerun skips the finished outputs
+    assert {p.name: p.stat().st_ino for p in written} == before
+    assert len(upscaler.upscale_folder(src, tmp_path / "out", overwrite=True)) == 3
 
 
 def test_fp16_model_and_custom_domain_function(tiny_model) -> None:

@@ -44,6 +44,19 @@ def test_tiled_equals_whole_frame(tiny_model, scale: int, size: tuple[int, int],
     _assert_close(tiled, whole)
 
 
+@pytest.mark.parametrize("tile,overlap,batch", [(13, None, 3), (24, None, 4), (16, 2, 3), (0, None, None)])
+@pytest.mark.parametrize("size", [(37, 53), (100, 31), (5, 90)])
+def test_streamed_rows_equal_the_whole_output(tiny_model, size, tile, overlap, batch) -> None:
+    """stream() hands out the rows of run() top to bottom, exact and feathered, band by band."""
+    tiler = Tiler(open_backend(tiny_model(scale=4, convs=4), device="cpu"), tile=tile, overlap=overlap, batch=batch)
+    image = np.random.default_rng(sum(size)).integers(0, 256, (*size, 3), dtype=np.uint8)
+    whole = tiler.run([image])[0]
+    parts = list(tiler.stream(image))
+    assert [start for start, _ in parts] == list(np.cumsum([0] + [len(p) for _, p in parts[:-1]]))
+    assert len(parts) == (1 if tile == 0 else len(tiler.plan(*size)[0].starts))
+    assert np.array_equal(np.concatenate([p for _, p in parts]), whole)
+
+
 def test_tiles_batch_across_frames(tiny_model) -> None:
     backend = open_backend(tiny_model(scale=2), device="cpu")
     frames = [np.random.default_rng(i).integers(0, 65536, (19, 23, 3), dtype=np.uint16) for i in range(3)]

@@ -76,7 +76,12 @@ def read_config(path: str | os.PathLike) -> dict:
 def _config(meta: dict, path: Path) -> dict:
     if "i2nq" not in meta:
         raise I2NQError(f"not an i2nq checkpoint (no i2nq config in its metadata): {path}")
-    cfg = json.loads(meta["i2nq"])
+    try:
+        cfg = json.loads(meta["i2nq"])
+    except ValueError:
+        cfg = None
+    if not isinstance(cfg, dict):
+        raise I2NQError(f"not an i2nq checkpoint (its i2nq metadata is not a JSON object): {path}")
     if cfg.get("format") != FORMAT:
         raise I2NQError(f"unsupported checkpoint format {cfg.get('format')!r} in {path}")
     return cfg

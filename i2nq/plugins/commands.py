@@ -16,6 +16,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         help="where to put the library (default: ~/.cache/i2nq/plugins/libi2nq_trt.so)")
     plugin.add_argument("--build-dir", type=Path, metavar="DIR", help="CMake build folder")
     plugin.add_argument("--cuda-arch", metavar="LIST", help="CUDA architectures, e.g. 90 or '80;86;90'")
+    plugin.add_argument("--overwrite", action="store_true", help="replace an existing library at -o PATH")
     plugin.set_defaults(func=_build_plugin)
 
     engine = sub.add_parser("build-engine", help="build a TensorRT engine from an i2nq ONNX export",
@@ -42,13 +43,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     engine.add_argument("--plugin", type=Path, metavar="PATH",
                         help="plugin library (default: $I2NQ_PLUGIN or the one build-plugin made)")
     engine.add_argument("--device", type=int, default=0, metavar="N", help="CUDA device index (default 0)")
+    engine.add_argument("--overwrite", action="store_true", help="replace an existing engine (and sidecar) at -o PATH")
     engine.set_defaults(func=_build_engine)
 
 
 def _build_plugin(args: argparse.Namespace) -> None:
     from i2nq.plugins.library import build_plugin
 
-    print(build_plugin(args.tensorrt_root, args.output, args.build_dir, args.cuda_arch))
+    print(build_plugin(args.tensorrt_root, args.output, args.build_dir, args.cuda_arch, overwrite=args.overwrite))
 
 
 def _build_engine(args: argparse.Namespace) -> None:
@@ -58,4 +60,5 @@ def _build_engine(args: argparse.Namespace) -> None:
     options = TensorRTOptions(tile=args.tile, batch=args.batch, min_shape=args.min_shape, opt_shape=args.opt_shape,
                               max_shape=args.max_shape, fp16=args.fp16, workspace_mib=args.workspace,
                               timing_cache=args.timing_cache, verbose=args.verbose)
-    print(build_engine(args.onnx, args.output, plugin=args.plugin, device=args.device, options=options))
+    print(build_engine(args.onnx, args.output, plugin=args.plugin, device=args.device, options=options,
+                       overwrite=args.overwrite))

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from pathlib import Path
 from types import ModuleType
 
 from i2nq.errors import I2NQError
+from i2nq.files import atomic_output, check_destination
 from i2nq.plugins import PLUGIN_VERSION
 from i2nq.plugins.gpu import (import_tensorrt, register_plugin, registered_plugin, tensorrt_major, trt_logger,
                               use_device)
@@ -86,8 +86,9 @@ class EngineRecord:
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RESULTS}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
-    def save(self, engine: Path) -> None:
-        write_atomic(sidecar_path(engine), json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True).encode())
+    def save(self, engine: Path, overwrite: bool = True) -> None:
+        write_atomic(sidecar_path(engine), json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True).encode(),
+                     overwrite)
 
     @staticmethod
     def load(engine: Path) -> EngineRecord:
@@ -118,18 +119,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a uniquely named temporary file beside `path` and rename it into place."""
+def write_atomic(path: Path, data: bytes, overwrite: bool = True) -> None:
+    """Write `data` to `path` through i2nq.files.atomic_output (a uniquely named, locked temp file, synced, then
+    published; an existing file is replaced only with `overwrite`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, overwrite) as tmp:
+        tmp.write_bytes(data)
 
 
 @contextmanager
@@ -203,17 +198,21 @@ def _fp16_flag(trt: ModuleType, model: OnnxModel, options: TensorRTOptions) -> b
 
 def build_engine(onnx_path: Path, output: Path | None = None, tile: tuple[int, int] | None = None,
                  batch: int | None = None, plugin: Path | None = None, device: int = 0,
-                 options: TensorRTOptions | None = None) -> Path:
+                 options: TensorRTOptions | None = None, overwrite: bool = False) -> Path:
     """Build a TensorRT engine for an i2nq ONNX export and return its path.
 
-    With `output`, the engine is written there (with its sidecar); without, it goes to the engine cache,
-    where a valid entry is reused and a stale one rebuilt. `options` (TensorRTOptions) set the profile,
-    precision, workspace, timing cache and log level; `tile` / `batch` are the short form of a static engine.
-    `plugin`: the plugin library (default: the one this process loaded, $I2NQ_PLUGIN or the one
-    `i2nq build-plugin` made; without one, the custom nodes run as their ONNX function bodies).
+    With `output`, the engine is written there (with its sidecar; an existing one is replaced only with
+    `overwrite`); without, it goes to the engine cache, where a valid entry is reused and a stale one rebuilt.
+    `options` (TensorRTOptions) set the profile, precision, workspace, timing cache and log level; `tile` /
+    `batch` are the short form of a static engine. `plugin`: the plugin library (default: the one this process
+    loaded, $I2NQ_PLUGIN or the one `i2nq build-plugin` made; without one, the custom nodes run as their ONNX
+    function bodies).
     """
     options = with_static(options, tile, batch)
     model = inspect_onnx(onnx_path)
+    if output is not None:  # before the build, which takes minutes
+        check_destination(output, onnx_path, overwrite)
+        check_destination(sidecar_path(Path(output)), onnx_path, overwrite)
     trt = import_tensorrt()
     logger = trt_logger(trt, options.verbose)
     gpu = use_device(device)
@@ -228,14 +227,15 @@ def build_engine(onnx_path: Path, output: Path | None = None, tile: tuple[int, i
                           trt.__version__, gpu, model.meta, fp16_flag=_fp16_flag(trt, model, options),
                           workspace_mib=int(options.workspace_mib), custom_nodes=model.custom_nodes)
     target = Path(output) if output else cached_engine_path(record, model.path.stem)
+    replace = output is None or overwrite  # the cache's entries are replaced when stale
     with file_lock(target):  # one build per engine at a time; a waiting process then finds it built
         if output is None and is_valid(target, record):
             return target
         serialized, plugin_layers = _serialize(trt, logger, model, record, options)
-        write_atomic(target, serialized)
+        write_atomic(target, serialized, replace)
         record = dataclasses.replace(record, engine_sha256=hashlib.sha256(serialized).hexdigest(),
                                      plugin_layers=plugin_layers)
-        record.save(target)
+        record.save(target, replace)
     return target
 
 

@@ -56,12 +56,19 @@ def find_cuda_include() -> Path | None:
 
 
 def build_plugin(tensorrt_root: str | Path | None = None, output: Path | None = None,
-                 build_dir: Path | None = None, cuda_archs: str | None = None, jobs: int | None = None) -> Path:
-    """Configure and build libi2nq_trt.so with CMake and copy it to `output` (default: the plugin cache).
+                 build_dir: Path | None = None, cuda_archs: str | None = None, jobs: int | None = None,
+                 overwrite: bool = False) -> Path:
+    """Configure and build libi2nq_trt.so with CMake and copy it to `output` (default: the plugin cache, whose
+    library is replaced; an existing `output` is replaced only with `overwrite`).
 
     `cuda_archs` is a CMake CUDA_ARCHITECTURES list such as "90" or "80;86;90" (default: this machine's GPU, else
     sm_80/86/89/90/100/120 where nvcc supports them: i2nq/plugins/cuda_arch.cmake).
     """
+    from i2nq.files import atomic_output, check_destination
+
+    if output is not None:  # before the build, which takes minutes
+        check_destination(output, overwrite=overwrite)
+    replace = output is None or overwrite
     cmake = shutil.which("cmake")
     if cmake is None:
         raise I2NQError("cmake not found: install CMake >= 3.18 (e.g. pip install cmake)")
@@ -85,9 +92,8 @@ def build_plugin(tensorrt_root: str | Path | None = None, output: Path | None = 
             lines = [ln for ln in (result.stderr + result.stdout).splitlines() if "rror" in ln] or ["(no message)"]
             raise I2NQError(f"building the TensorRT plugin failed: {lines[0].strip()} (log: {log})")
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    shutil.copy2(build_dir / LIBRARY_NAME, tmp)
-    tmp.replace(output)
+    with atomic_output(output, replace) as tmp:
+        shutil.copyfile(build_dir / LIBRARY_NAME, tmp)
     return output
 
 

@@ -20,7 +20,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--overlap", type=int, default=None,
                     help="tile margin in input pixels (default: the receptive field, exact; smaller: feathered)")
     up.add_argument("--batch", type=int, default=None, help="tiles per model call (default: from the tile size)")
-    up.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    up.add_argument("--overwrite", action="store_true",
+                    help="replace existing outputs (without it, a folder batch skips the outputs that exist)")
+    up.add_argument("--max-pixels", type=_pixels, default=None, metavar="N",
+                    help="largest input image or video frame, in pixels: e.g. 400M or 400000000; 0: no limit "
+                         "(default: 200M, checked from the file header before decoding)")
     up.add_argument("--verbose", action="store_true",
                     help="show TensorRT's log down to verbose messages (tensorrt backend; default: warnings)")
     video = up.add_argument_group("video")
@@ -73,16 +77,37 @@ def _time(text: str) -> float:
     return seconds
 
 
+def _pixels(text: str) -> int:
+    """Pixels from '400000000', '400M', '1.5G' or '0' (no limit)."""
+    factor = {"K": 10**3, "M": 10**6, "G": 10**9}.get(text.strip()[-1:].upper(), 1)
+    number = text.strip()[:-1] if factor > 1 else text.strip()
+    try:
+        value = float(number) * factor
+        if not 0 <= value < 1e15:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a pixel count: {text!r} (e.g. 400M, 1.5G or 400000000)") from None
+    return int(value)
+
+
 def _upscale(args: argparse.Namespace) -> None:
+    import sys
+
     from i2nq.runtime.backends.tensorrt import TensorRTOptions
+    from i2nq.runtime.image_io import DEFAULT_MAX_PIXELS
     from i2nq.runtime.upscaler import upscale
+
+    def failed(path, message: str) -> None:  # a folder batch goes on past a bad image: one line for it
+        print(f"i2nq: error: {message}", file=sys.stderr, flush=True)
 
     # --tile/--batch size a static engine, as without options; --verbose adds TensorRT's log.
     trt = TensorRTOptions(tile=(args.tile, args.tile) if args.tile else None, batch=args.batch, verbose=True) \
         if args.verbose else None
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     out = upscale(args.input, args.output, model=args.model, backend=args.backend, device=args.device, tile=args.tile,
-                  overlap=args.overlap, batch=args.batch, overwrite=args.overwrite, tensorrt=trt, codec=args.codec,
-                  crf=args.crf, preset=args.preset, progress=args.progress, start=args.start, duration=args.duration)
+                  overlap=args.overlap, batch=args.batch, overwrite=args.overwrite, max_pixels=max_pixels,
+                  on_error=failed, tensorrt=trt, codec=args.codec, crf=args.crf, preset=args.preset,
+                  progress=args.progress, start=args.start, duration=args.duration)
     print(f"wrote {out}")
 
 

@@ -88,6 +88,8 @@ def _inspect_checkpoint(path: Path) -> dict:
             (size,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(size)) if size < 100 << 20 else None
         config = json.loads(header["__metadata__"]["i2nq"])
+        if not isinstance(config, dict):
+            raise TypeError("the i2nq metadata is not a JSON object")
     except (OSError, struct.error, ValueError, KeyError, TypeError):
         raise I2NQError(f"{path.name} is not an i2nq checkpoint (a safetensors file with i2nq metadata; "
                         "import EDSR-PyTorch/BasicSR weights with i2nq convert)") from None

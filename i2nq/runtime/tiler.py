@@ -5,7 +5,8 @@ of shrinking, so one static engine shape serves them all. With the overlap at th
 radius each output pixel is cut from a tile that saw all of its context (or the same zero padding at the
 image border), so tiled output equals whole-frame output. With a smaller overlap, tiles are feathered
 (linear ramps across each overlap) to hide seams. Only `batch` tiles are ever in flight, so memory on the
-device is set by tile and batch, never by the frame size.
+device is set by tile and batch, never by the frame size. `stream` hands a frame's output out row band by row
+band as it is finished, so the host holds one row of tiles' output instead of the whole upscaled frame.
 """
 
 from __future__ import annotations
@@ -140,18 +141,49 @@ class Tiler:
     def run(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Upscale equal-size frames, batching tiles across frames."""
         height, width = frames[0].shape[:2]
+        padded = self._padded_size(height, width)
+        if padded is not None:
+            return self._run_padded(frames, *padded)
+        s = self.scale
+        outputs = [np.empty((height * s, width * s, 3), f.dtype) for f in frames]
+        for _ in self._tiles(frames, _WholeFrames(outputs)):
+            pass
+        return outputs
+
+    def stream(self, frame: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """Upscale one frame, handing out its output top to bottom as (first row, rows) as soon as they are
+        final. Only the output of one row of tiles is held at a time (two where feathered tiles overlap), so
+        memory is set by tile, batch and the frame's width, never by its height; the strips are equal to the
+        rows of `run`."""
+        height, width = frame.shape[:2]
+        padded = self._padded_size(height, width)
+        if padded is not None:
+            yield 0, self._run_padded([frame], *padded)[0]
+            return
+        rows, _ = self.plan(height, width)
+        yield from self._tiles([frame], _RowBands(rows, self.exact, height, width, self.scale, frame.dtype))
+
+    def _padded_size(self, height: int, width: int) -> tuple[int, int] | None:
+        """The size to pad a frame to when it is smaller than the engine's least tile (a static engine's shape or
+        a profile's minimum), else None; I2NQError for a whole frame beyond the profile's largest shape."""
         least = self.backend.fixed_shape or getattr(self.backend, "min_tile", None)
         if least is not None and (height < least[0] or width < least[1]):
-            return self._run_padded(frames, max(height, least[0]), max(width, least[1]))
+            return max(height, least[0]), max(width, least[1])
         high = getattr(self.backend, "max_tile", None)
         if self.tile is None and high is not None and (height > high[0] or width > high[1]):
             raise I2NQError(f"a whole {width}x{height} frame is larger than the engine's profile allows "
                             f"({high[1]}x{high[0]} at most): use tiles (--tile > 0) or build the engine with a "
                             f"larger maximum shape")
+        return None
+
+    def _tiles(self, frames: Sequence[np.ndarray], sink: _WholeFrames | _RowBands) -> Iterator[tuple[int, np.ndarray]]:
+        """Run every tile of `frames` in batches; each tile's output goes where `sink` says, and `sink` hands out
+        what a finished row of tiles completes."""
+        height, width = frames[0].shape[:2]
         rows, cols = self.plan(height, width)
         s = self.scale
-        outputs = [np.empty((height * s, width * s, 3), f.dtype) for f in frames]
         blend = None if self.exact else _Feather(rows, cols, height, width, s)
+        left = [len(cols.starts)] * len(frames)  # tiles still to come in each frame's current row of tiles
         for jobs in self._batches(len(frames), rows, cols):
             x = np.empty((len(jobs), 3, rows.tile, cols.tile), np.float32)
             for i, job in enumerate(jobs):
@@ -161,12 +193,15 @@ class Tiler:
                 np.multiply(tile, np.float32(1.0 / _max_value(frame)), out=x[i], casting="unsafe")
             y = self.backend.run(x)
             for i, job in enumerate(jobs):
-                out = outputs[job.frame]
+                out, origin = sink.target(job.frame)
                 if blend is None:
-                    _paste(out, y[i], rows, cols, job, s)
+                    _paste(out, y[i], rows, cols, job, s, origin)
                 else:
-                    blend.add(out, y[i], job)
-        return outputs
+                    blend.add(out, y[i], job, origin)
+                left[job.frame] -= 1
+                if left[job.frame] == 0:
+                    left[job.frame] = len(cols.starts)
+                    yield from sink.finish(job.frame, job.row)
 
     def _batches(self, count: int, rows: AxisPlan, cols: AxisPlan) -> Iterator[list[_Job]]:
         """Jobs in raster order per frame (the feathered blend relies on it), `batch` at a time."""
@@ -200,12 +235,63 @@ def _to_pixels(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.clip(y[::-1].transpose(1, 2, 0) * peak + 0.5, 0, peak).astype(dtype)
 
 
-def _paste(out: np.ndarray, y: np.ndarray, rows: AxisPlan, cols: AxisPlan, job: _Job, s: int) -> None:
-    """Exact mode: copy the part of the tile output that this tile owns."""
+class _WholeFrames:
+    """Tile outputs go straight into whole output frames."""
+
+    def __init__(self, outputs: list[np.ndarray]) -> None:
+        self.outputs = outputs
+
+    def target(self, frame: int) -> tuple[np.ndarray, int]:
+        """The array that holds `frame`'s output and the output row its first row is."""
+        return self.outputs[frame], 0
+
+    def finish(self, frame: int, row: int) -> Iterator[tuple[int, np.ndarray]]:
+        return iter(())
+
+
+class _RowBands:
+    """One frame's output held one band at a time: the output rows one row of tiles writes. When a row of tiles
+    is done, the rows no later tile touches are handed out; the next band is made when its first tile arrives,
+    carrying the rows the two bands share where feathered tiles overlap (none in exact mode, where a band is
+    gone once its rows are handed out and dropped)."""
+
+    def __init__(self, rows: AxisPlan, exact: bool, height: int, width: int, s: int, dtype: np.dtype) -> None:
+        n = len(rows.starts)
+        if exact:  # each row of tiles writes exactly the rows it owns
+            self.spans = [(rows.cuts[r] * s, rows.cuts[r + 1] * s) for r in range(n)]
+        else:  # feathered: everything it covers
+            self.spans = [(rows.starts[r] * s, (rows.starts[r] + rows.tile) * s) for r in range(n)]
+        self.final = [self.spans[r + 1][0] for r in range(n - 1)] + [height * s]  # rows final after row r
+        self.width, self.dtype = width * s, dtype
+        self.emitted, self.row = 0, 0
+        self.lo, self.band = self.spans[0][0], None
+        self.carry: np.ndarray | None = None
+
+    def target(self, frame: int) -> tuple[np.ndarray, int]:
+        if self.band is None:
+            lo, hi = self.spans[self.row]
+            self.band = np.empty((hi - lo, self.width, 3), self.dtype)
+            if self.carry is not None:
+                self.band[:len(self.carry)] = self.carry
+            self.lo, self.carry = lo, None
+        return self.band, self.lo
+
+    def finish(self, frame: int, row: int) -> Iterator[tuple[int, np.ndarray]]:
+        start, end = self.emitted, self.final[row]
+        done = self.band[start - self.lo:end - self.lo]
+        if row + 1 < len(self.spans):
+            shared = self.band[self.spans[row + 1][0] - self.lo:]  # rows both bands cover (feathered overlap)
+            self.carry = shared if len(shared) else None
+        self.emitted, self.row, self.band = end, row + 1, None
+        yield start, done
+
+
+def _paste(out: np.ndarray, y: np.ndarray, rows: AxisPlan, cols: AxisPlan, job: _Job, s: int, origin: int = 0) -> None:
+    """Exact mode: copy the part of the tile output that this tile owns (`out` starts at output row `origin`)."""
     ya, yb = rows.cuts[job.row], rows.cuts[job.row + 1]
     xa, xb = cols.cuts[job.col], cols.cuts[job.col + 1]
     ty, tx = ya - rows.starts[job.row], xa - cols.starts[job.col]
-    out[ya * s:yb * s, xa * s:xb * s] = _to_pixels(y[:, ty * s:(ty + yb - ya) * s, tx * s:(tx + xb - xa) * s],
+    out[ya * s - origin:yb * s - origin, xa * s:xb * s] = _to_pixels(y[:, ty * s:(ty + yb - ya) * s, tx * s:(tx + xb - xa) * s],
                                                    out.dtype)
 
 
@@ -223,7 +309,8 @@ class _Feather:
         self.wx_upto = np.cumsum(self.wx, axis=0)  # sum over this and earlier tile columns
         self.wx_all = self.wx_upto[-1]
 
-    def add(self, out: np.ndarray, y: np.ndarray, job: _Job) -> None:
+    def add(self, out: np.ndarray, y: np.ndarray, job: _Job, origin: int = 0) -> None:
+        """Lay tile output `y` over `out`, which starts at output row `origin`."""
         s, th, tw = self.s, self.rows.tile * self.s, self.cols.tile * self.s
         y0, x0 = self.rows.starts[job.row] * s, self.cols.starts[job.col] * s
         ys, xs = slice(y0, y0 + th), slice(x0, x0 + tw)
@@ -233,5 +320,6 @@ class _Feather:
         alpha = (wy[:, None] * wx[None, :] / total).astype(np.float32)[..., None]
         peak = _max_value(out)
         tile = np.clip(y[::-1].transpose(1, 2, 0), 0, 1) * peak
-        region = out[ys, xs]
-        out[ys, xs] = (region * (1 - alpha) + tile * alpha + 0.5).astype(out.dtype)
+        local = slice(y0 - origin, y0 - origin + th)
+        region = out[local, xs]
+        out[local, xs] = (region * (1 - alpha) + tile * alpha + 0.5).astype(out.dtype)

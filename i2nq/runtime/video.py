@@ -198,9 +198,9 @@ class _Pipeline:
 
 
 def upscale_video(src: Path, dst: Path, tiler: Tiler, options: VideoOptions = VideoOptions(),
-                  progress: bool = True, span: Span = Span()) -> None:
+                  progress: bool = True, span: Span = Span(), max_pixels: int | None = None) -> None:
     """Upscale every frame of `src` (or of its `span`, rebased to start at 0) into `dst`, as many frames per
-    model call as fill the tiler's batch."""
+    model call as fill the tiler's batch. max_pixels: the largest frame (width x height) accepted (None: any)."""
     try:
         source = av.open(str(src))
     except (av.error.FFmpegError, OSError) as exc:
@@ -210,6 +210,11 @@ def upscale_video(src: Path, dst: Path, tiler: Tiler, options: VideoOptions = Vi
             raise I2NQError(f"{src} has no video stream")
         video = source.streams.video[0]
         video.thread_type = "AUTO"
+        if max_pixels and video.codec_context.width * video.codec_context.height > max_pixels:
+            cc = video.codec_context
+            raise I2NQError(f"{src} has {cc.width}x{cc.height} frames = {cc.width * cc.height / 1e6:.0f} megapixels, "
+                            f"over the limit of {max_pixels / 1e6:g} megapixels; pass --max-pixels (max_pixels=) "
+                            "to raise it")
         copied = [s for s in source.streams if s.type in COPIED_STREAMS]
         cut = None if span.whole else _Cut(span, source, src)
         if cut is not None and span.start > 0:  # to the keyframe before the start; frames before it are dropped

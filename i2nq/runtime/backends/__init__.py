@@ -11,6 +11,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from i2nq.assets import MODELS
 from i2nq.errors import I2NQError
 from i2nq.runtime.backends.base import Backend, ModelMeta
@@ -18,7 +20,10 @@ from i2nq.runtime.backends.base import Backend, ModelMeta
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".param")  # i2nq's, foreign weights, ncnn models
 
-__all__ = ["BACKENDS", "Backend", "ModelMeta", "ModelFiles", "open_backend", "parse_device", "resolve_model"]
+PROBE_SIDE = 16  # input side of the check run every model gets when it is opened
+
+__all__ = ["BACKENDS", "Backend", "ModelMeta", "ModelFiles", "check_backend", "open_backend", "parse_device",
+           "resolve_model"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ def resolve_model(model: str | Path) -> ModelFiles:
             raise unknown_model_error(model, model_names())
         return ModelFiles(checkpoint=packaged)
     if not path.is_file():
+        if path.exists():  # a FIFO or a device: never opened (reading a FIFO would block)
+            raise I2NQError(f"model {path} is not a regular file")
         raise I2NQError(f"model file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
@@ -102,6 +109,12 @@ def _cuda_for(backend: str) -> bool:
     return cuda_available()
 
 
+def _no_cuda_reason() -> str:
+    if not _gpu_present():
+        return "no NVIDIA GPU or driver found"
+    return "install onnxruntime-gpu, or TensorRT and CuPy (pip install 'i2nq[gpu]' or 'i2nq[tensorrt]')"
+
+
 def _auto_choice(files: ModelFiles, cpu_only: bool) -> tuple[str, bool]:
     """(backend name, on_gpu) that `auto` picks for these files."""
     gpu = not cpu_only and _gpu_present()
@@ -127,13 +140,48 @@ def _auto_choice(files: ModelFiles, cpu_only: bool) -> tuple[str, bool]:
 def open_backend(model: str | Path, backend: str = "auto", device: str | int | None = None,
                  tile: tuple[int, int] | None = None, batch: int | None = None, tensorrt=None) -> Backend:
     """Load `model` on `backend`. For the tensorrt backend, `tensorrt` (TensorRTOptions) says how the engine is
-    built and run; without it, `tile` and `batch` make a static engine. All three are ignored elsewhere."""
+    built and run; without it, `tile` and `batch` make a static engine. All three are ignored elsewhere.
+
+    The model is checked once before it is handed out (check_backend): a broken one is an I2NQError, never a
+    silently wrong result. An explicit CUDA device that cannot be used is an I2NQError, never the CPU."""
+    opened = _open(model, backend, device, tile, batch, tensorrt)
+    try:
+        check_backend(opened, model)
+    except BaseException:
+        opened.close()
+        raise
+    return opened
+
+
+def check_backend(backend: Backend, model: str | Path = "the model") -> None:
+    """Run a small probe input through the model once: I2NQError unless its output is scale x the input, as
+    its metadata says, and finite."""
+    meta = backend.meta
+    h, w = backend.fixed_shape or (PROBE_SIDE, PROBE_SIDE)
+    ramp = np.linspace(0.1, 0.9, h * w, dtype=np.float32).reshape(1, 1, h, w)
+    x = np.ascontiguousarray(np.broadcast_to(ramp, (1, meta.in_channels, h, w)))
+    y = np.asarray(backend.run(x))
+    want = (1, meta.in_channels, h * meta.scale, w * meta.scale)
+    if y.shape != want:
+        got = f"{y.shape[-2]}x{y.shape[-1]}" if y.ndim >= 2 else f"shape {y.shape}"
+        raise I2NQError(f"{model}: its metadata says x{meta.scale}, but it turns a {h}x{w} input into {got} "
+                        f"(expected {want[2]}x{want[3]}); the model or its metadata is broken")
+    if not np.isfinite(y).all():
+        raise I2NQError(f"{model} outputs NaN or infinite values on a plain test input; its weights are broken")
+
+
+def _open(model: str | Path, backend: str, device: str | int | None, tile: tuple[int, int] | None,
+          batch: int | None, tensorrt) -> Backend:
     if backend not in BACKENDS:
         raise I2NQError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     files = resolve_model(model)
     cpu_only, index = parse_device(device)
+    wants_gpu = device is not None and not cpu_only  # cuda or cuda:N asked for: never fall back to the CPU
     if backend == "auto":
         backend, on_gpu = _auto_choice(files, cpu_only)
+        if wants_gpu and not on_gpu:
+            raise I2NQError(f"--device {device}: no CUDA here for this model ({_no_cuda_reason()}); "
+                            "use --device cpu")
     else:
         on_gpu = not cpu_only and (device is not None or _cuda_for(backend))
     if backend == "onnxruntime":
@@ -147,6 +195,8 @@ def open_backend(model: str | Path, backend: str = "auto", device: str | int | N
             raise I2NQError("the torch backend needs a checkpoint (.safetensors, .pt, .pth) or a shipped model name")
         if not _installed("torch"):
             raise I2NQError("the torch backend needs PyTorch: pip install 'i2nq[torch]'")
+        if on_gpu and not _cuda_for("torch"):
+            raise I2NQError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
         from i2nq.runtime.backends.torch import TorchBackend
 
         return TorchBackend(files.checkpoint, device=index if on_gpu else None)

@@ -46,6 +46,43 @@ def read_meta(metadata: dict[str, str], path: Path) -> ModelMeta:
         raise I2NQError(f"{path} has malformed i2nq metadata: {exc}") from None
 
 
+CUSTOM_DOMAIN = "ai.i2nq"
+
+
+def check_codebooks(path: Path) -> None:
+    """I2NQError when a codebook of an i2nq export is broken: NUQuant levels must be finite and ascending (its
+    thresholds are the midpoints of neighbours), LUTDequant levels finite. A model with such levels would run and
+    silently produce garbage. Levels that are not stored as constants are left to the probe run."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not readable as ONNX: ONNX Runtime says so when it loads it
+        return
+    graph = model.graph
+    tensors = {t.name: t for t in graph.initializer}
+    tensors.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant" and n.domain in ("", "ai.onnx")
+                    for a in n.attribute if a.name == "value"})
+    for node in graph.node:
+        if node.domain != CUSTOM_DOMAIN or node.op_type not in ("NUQuant", "LUTDequant") or len(node.input) < 2:
+            continue
+        tensor = tensors.get(node.input[1])
+        if tensor is None:
+            continue
+        try:
+            levels = numpy_helper.to_array(tensor, base_dir=str(Path(path).parent)).astype(np.float64)
+        except Exception as exc:  # e.g. external data missing
+            raise I2NQError(f"cannot read the levels of {node.op_type} {node.name or node.input[1]} in {path}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        where = f"{Path(path).name}: {node.op_type} {node.name or node.input[1]}"
+        if not np.isfinite(levels).all():
+            raise I2NQError(f"{where} has levels that are NaN or infinite; the model is broken (re-export it)")
+        if node.op_type == "NUQuant" and levels.size and (np.diff(levels, axis=-1) < 0).any():
+            raise I2NQError(f"{where} has levels that are not in ascending order; the model is broken "
+                            "(re-export it)")
+
+
 class OnnxRuntimeBackend(Backend):
     """An ONNX Runtime session with all graph optimizations; fp16 (tensorrt-flavor) inputs are cast."""
 
@@ -69,7 +106,11 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
             raise I2NQError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
+        if device is not None and "CUDAExecutionProvider" not in self.session.get_providers():
+            raise I2NQError(f"ONNX Runtime could not use CUDA device {device} (no usable GPU or CUDA libraries); "
+                            "use --device cpu")
         self.meta = read_meta(self.session.get_modelmeta().custom_metadata_map, path)
+        check_codebooks(path)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         self.input_dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32

@@ -25,7 +25,11 @@ class TorchBackend(Backend):
         """`device` None runs on the CPU; an int runs on that CUDA device."""
         import torch
 
+        from i2nq.errors import I2NQError
         from i2nq.models import load
+
+        if device is not None and not 0 <= device < torch.cuda.device_count():
+            raise I2NQError(f"no CUDA device {device}: torch sees {torch.cuda.device_count()}; use --device cpu")
         from i2nq.models.edsr import fold_relus_
 
         self.torch = torch
