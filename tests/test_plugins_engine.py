@@ -294,17 +294,18 @@ def test_concurrent_builds_of_one_engine_build_it_once(trt: types.ModuleType, ti
 
 def test_files_are_written_under_unique_names_and_renamed(trt: types.ModuleType, tiny_model, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    renames: list[tuple[str, str]] = []
-    replace = os.replace
-    monkeypatch.setattr(engine_mod.os, "replace",
-                        lambda src, dst: renames.append((str(src), str(dst))) or replace(src, dst))
-    (tmp_path / "model.engine.tmp").write_bytes(b"a crashed build's leftover (the old fixed temp name)")
+    import i2nq.files as files
+
+    published: list[tuple[str, str]] = []
+    publish = files._publish
+    monkeypatch.setattr(files, "_publish",
+                        lambda tmp, dst, overwrite: published.append((str(tmp), str(dst))) or publish(tmp, dst, overwrite))
     build_engine(tiny_model(), tmp_path / "model.engine", batch=1)
-    build_engine(tiny_model(), tmp_path / "model.engine", batch=1)
-    engine_renames = [src for src, dst in renames if dst == str(tmp_path / "model.engine")]
-    assert len(engine_renames) == 2 and len(set(engine_renames)) == 2
-    assert all(Path(src).parent == tmp_path and src.endswith(".tmp") for src in engine_renames)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    build_engine(tiny_model(), tmp_path / "model.engine", batch=1, overwrite=True)
+    engine_temps = [src for src, dst in published if dst == str(tmp_path / "model.engine")]
+    assert len(engine_temps) == 2 and len(set(engine_temps)) == 2
+    assert all(Path(src).parent == tmp_path and files.TEMP_NAME.match(Path(src).name) for src in engine_temps)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
 def _timing_cache() -> Path:
@@ -376,10 +377,10 @@ def test_verbose_shows_tensorrt_log(trt: types.ModuleType, tiny_model, tmp_path:
     assert main(["build-engine", onnx, "-o", out]) == 0
     err = capsys.readouterr().err
     assert "[TRT] builder warning" in err and "verbose detail" not in err
-    assert main(["build-engine", onnx, "-o", out, "--verbose"]) == 0
+    assert main(["build-engine", onnx, "-o", out, "--verbose", "--overwrite"]) == 0
     err = capsys.readouterr().err
     assert "[TRT] parsed" in err and "[TRT] tactic timing (verbose detail)" in err
-    assert main(["build-engine", onnx, "-o", out]) == 0
+    assert main(["build-engine", onnx, "-o", out, "--overwrite"]) == 0
     assert "verbose detail" not in capsys.readouterr().err
     assert len(trt.loggers) == 1  # TensorRT keeps the first logger it is given: one, whose level changes
 

@@ -140,9 +140,10 @@ def test_build_engine_and_build_plugin_refuse_to_replace_without_overwrite(tiny_
 
     monkeypatch.setenv("I2NQ_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("I2NQ_PLUGIN", raising=False)
-    monkeypatch.setattr(engine_mod, "import_tensorrt", lambda: types.SimpleNamespace(__version__="10.0.0"))
+    monkeypatch.setattr(engine_mod, "import_tensorrt", lambda: types.SimpleNamespace(__version__="10.7.0"))
+    monkeypatch.setattr(engine_mod, "trt_logger", lambda trt, verbose=False: None)
     monkeypatch.setattr(engine_mod, "use_device", lambda device: "Fake GPU")
-    monkeypatch.setattr(engine_mod, "_serialize", lambda trt, model, record: b"ENGINE")
+    monkeypatch.setattr(engine_mod, "_serialize", lambda trt, logger, model, record, options: (b"ENGINE", 0))
     out = tmp_path / "m.engine"
     out.write_bytes(b"precious")
     args = ["build-engine", str(tiny_model()), "-o", str(out)]

@@ -157,7 +157,9 @@ def check_backend(backend: Backend, model: str | Path = "the model") -> None:
     """Run a small probe input through the model once: I2NQError unless its output is scale x the input, as
     its metadata says, and finite."""
     meta = backend.meta
-    h, w = backend.fixed_shape or (PROBE_SIDE, PROBE_SIDE)
+    low = getattr(backend, "min_tile", None) or (1, 1)  # an engine's profile bounds the probe too
+    high = getattr(backend, "max_tile", None) or (PROBE_SIDE, PROBE_SIDE)
+    h, w = backend.fixed_shape or tuple(max(lo, min(PROBE_SIDE, hi)) for lo, hi in zip(low, high))
     ramp = np.linspace(0.1, 0.9, h * w, dtype=np.float32).reshape(1, 1, h, w)
     x = np.ascontiguousarray(np.broadcast_to(ramp, (1, meta.in_channels, h, w)))
     y = np.asarray(backend.run(x))
