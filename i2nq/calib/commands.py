@@ -9,6 +9,8 @@ from pathlib import Path
 from i2nq.errors import I2NQError
 from i2nq.files import check_destination
 
+LR_RECIPES = ("bicubic-aa", "cv2-cubic")  # i2nq.calib.data.LR_RECIPES (not imported: the CLI loads without torch)
+
 
 def _out_path(path: str, overwrite: bool) -> Path:
     out = Path(path)
@@ -22,7 +24,8 @@ def _train_config(args: argparse.Namespace):
 
     return TrainConfig(steps=args.steps, batch=args.batch, lr_patch=args.patch, lr=args.lr, seed=args.seed,
                        threads=args.threads, log_every=args.log_every,
-                       **({"quant_lr": args.quant_lr, "distill": args.distill} if hasattr(args, "distill") else {}))
+                       **({"quant_lr": args.quant_lr, "distill": args.distill, "hr_loss": args.hr_loss}
+                          if hasattr(args, "distill") else {}))
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -45,6 +48,10 @@ def _quantize(args: argparse.Namespace) -> None:
     parent = load(args.model)
     if parent.quant_config:
         raise I2NQError(f"{args.model} is already quantized; start from a float checkpoint")
+    if args.hr_loss is None:  # an imported parent learned its own degradations: follow it, not bicubic HR pairs
+        from i2nq.models.spandrel_models import SpandrelSR
+
+        args.hr_loss = 0.0 if isinstance(parent, SpandrelSR) else 1.0
     quantize_model(parent, cfg, out, _train_config(args), calib_batches=args.calib_batches, state=args.state,
                    data=args.data, frames=args.frames)
 
@@ -73,7 +80,7 @@ def _eval(args: argparse.Namespace) -> None:
     from i2nq.calib.evaluate import evaluate, format_table
     from i2nq.models.checkpoint import load
 
-    result = evaluate(load(args.model), args.hr)
+    result = evaluate(load(args.model), args.hr, args.lr_recipe, load(args.reference) if args.reference else None)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
 
 
@@ -122,11 +129,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-batches", type=int, default=8)
     p.add_argument("--quant-lr", type=float, default=1e-3, help="learning rate of levels, scales and clips")
     p.add_argument("--distill", type=float, default=1.0, help="weight of L1 to the float parent's output")
+    p.add_argument("--hr-loss", type=float, default=None,
+                   help="weight of L1 to the HR image (default: 1 for i2nq's own archs; 0 for imported models such "
+                        "as Real-ESRGAN or SPAN, which learn from their float parent alone: they were trained for "
+                        "their own degradations, not the bicubic downscale the HR term teaches)")
     _training_args(p, steps=300, lr=1e-4)
     p.set_defaults(func=_quantize)
 
     p = sub.add_parser("eval", help="Y-PSNR/SSIM on a folder of HR images against bicubic")
     p.add_argument("--model", required=True, help="model name or checkpoint")
     p.add_argument("--hr", required=True, help="folder of HR images")
+    p.add_argument("--lr-recipe", choices=LR_RECIPES, default="bicubic-aa",
+                   help="how LR images are made: bicubic-aa (antialiased bicubic, as the SR literature; default) or "
+                        "cv2-cubic (OpenCV INTER_CUBIC, aliased)")
+    p.add_argument("--reference", help="also report the Y-PSNR of the model's output against this model's (e.g. the "
+                                       "float parent of a quantized model: its fidelity)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_eval)

@@ -129,6 +129,25 @@ def bicubic_down(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return lr[0] if hr.ndim == 3 else lr
 
 
+LR_RECIPES = ("bicubic-aa", "cv2-cubic")
+
+
+def downscale(hr: torch.Tensor, scale: int, recipe: str = "bicubic-aa") -> torch.Tensor:
+    """The LR image of a 3xHxW HR image (cropped to a multiple of `scale`), by one of two recipes:
+    bicubic-aa: antialiased bicubic, as MATLAB's imresize and the SR literature (bicubic_down);
+    cv2-cubic: OpenCV's INTER_CUBIC without antialiasing, as many people make small images (aliased, sharper)."""
+    if recipe == "bicubic-aa":
+        return bicubic_down(hr, scale)
+    if recipe != "cv2-cubic":
+        raise I2NQError(f"unknown LR recipe {recipe!r} (choose from: {', '.join(LR_RECIPES)})")
+    import cv2
+
+    h, w = hr.shape[-2:]
+    img = hr.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    lr = cv2.resize(img, (w // scale, h // scale), interpolation=cv2.INTER_CUBIC)
+    return torch.from_numpy(lr).permute(2, 0, 1).float().div(255)
+
+
 def bicubic_up(lr: torch.Tensor, scale: int) -> torch.Tensor:
     x = lr[None] if lr.ndim == 3 else lr
     up = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)

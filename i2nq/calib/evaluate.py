@@ -1,5 +1,9 @@
 """Evaluation as in the SR literature: bicubic-downscaled HR images, Y-channel PSNR/SSIM with a
-`scale`-pixel border cropped, the model output rounded to 8 bits, and the bicubic baseline beside it."""
+`scale`-pixel border cropped, the model output rounded to 8 bits, and the bicubic baseline beside it.
+
+Two extras: another LR recipe (OpenCV's aliased INTER_CUBIC, see calib.data.downscale), and the fidelity of a
+model to a reference (its float parent): the Y-PSNR of one's output against the other's, meaningful for models
+trained for other degradations, whose PSNR against bicubic-made HR pairs says little."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from i2nq.calib.data import bicubic_down, bicubic_up, crop_to_scale, quantize8, read_folder
+from i2nq.calib.data import bicubic_up, crop_to_scale, downscale, quantize8, read_folder
 from i2nq.calib.metrics import psnr_y, ssim_y
 
 
@@ -20,6 +24,7 @@ class ImageScore:
     ssim_y: float
     bicubic_psnr_y: float
     bicubic_ssim_y: float
+    fidelity_psnr_y: float | None = None  # vs the reference model's output
 
 
 def mean(values: list[float]) -> float:
@@ -27,27 +32,34 @@ def mean(values: list[float]) -> float:
 
 
 @torch.no_grad()
-def score_image(model: nn.Module, name: str, hr: torch.Tensor, scale: int) -> ImageScore:
+def score_image(model: nn.Module, name: str, hr: torch.Tensor, scale: int, lr_recipe: str = "bicubic-aa",
+                reference: nn.Module | None = None) -> ImageScore:
     hr = crop_to_scale(hr, scale)
-    lr = bicubic_down(hr, scale)
+    lr = downscale(hr, scale, lr_recipe)
     sr = quantize8(model(lr[None])[0])
     bic = quantize8(bicubic_up(lr, scale))
+    fidelity = None if reference is None else psnr_y(sr, quantize8(reference(lr[None])[0]), scale)
     return ImageScore(name, psnr_y(sr, hr, scale), ssim_y(sr, hr, scale),
-                      psnr_y(bic, hr, scale), ssim_y(bic, hr, scale))
+                      psnr_y(bic, hr, scale), ssim_y(bic, hr, scale), fidelity)
 
 
-def evaluate(model: nn.Module, hr_dir: str | os.PathLike) -> dict:
-    """Scores per image and their means: {'psnr_y', 'ssim_y', 'bicubic_psnr_y', 'bicubic_ssim_y', 'images'}."""
+def evaluate(model: nn.Module, hr_dir: str | os.PathLike, lr_recipe: str = "bicubic-aa",
+             reference: nn.Module | None = None) -> dict:
+    """Scores per image and their means: {'psnr_y', 'ssim_y', 'bicubic_psnr_y', 'bicubic_ssim_y', 'images'}, plus
+    'fidelity_psnr_y' against `reference` when one is given; LR images made by `lr_recipe`."""
     model.eval()
-    rows = [score_image(model, name, hr, model.scale) for name, hr in read_folder(hr_dir)]
-    keys = ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")
-    return {**{k: mean([getattr(r, k) for r in rows]) for k in keys},
+    if reference is not None:
+        reference.eval()
+    rows = [score_image(model, name, hr, model.scale, lr_recipe, reference) for name, hr in read_folder(hr_dir)]
+    keys = ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y") + (("fidelity_psnr_y",) if reference else ())
+    return {**{k: mean([getattr(r, k) for r in rows]) for k in keys}, "lr_recipe": lr_recipe,
             "model": model.info.__dict__, "images": [asdict(r) for r in rows]}
 
 
 def format_table(result: dict) -> str:
-    lines = [f"{'image':<24}{'PSNR-Y':>9}{'SSIM-Y':>9}{'bicubic':>9}{'gain dB':>9}"]
+    fidelity = "fidelity_psnr_y" in result
+    lines = [f"{'image':<24}{'PSNR-Y':>9}{'SSIM-Y':>9}{'bicubic':>9}{'gain dB':>9}" + (f"{'vs ref':>9}" if fidelity else "")]
     for r in result["images"] + [{"name": "mean", **result}]:
         lines.append(f"{r['name']:<24}{r['psnr_y']:>9.3f}{r['ssim_y']:>9.4f}{r['bicubic_psnr_y']:>9.3f}"
-                     f"{r['psnr_y'] - r['bicubic_psnr_y']:>+9.3f}")
+                     f"{r['psnr_y'] - r['bicubic_psnr_y']:>+9.3f}" + (f"{r['fidelity_psnr_y']:>9.3f}" if fidelity else ""))
     return "\n".join(lines)

@@ -55,7 +55,9 @@ def quantize_model(float_model: str | os.PathLike | SRModel, config: QuantConfig
                    sets: tuple[PairSet, PairSet | None] | None = None, log: Callable[[str], None] = print,
                    data: str | os.PathLike | None = None, frames: int = 32) -> SRModel:
     """Float model -> trained I²NQ (or uniform baseline) model: calibrate codebooks and scales on
-    training patches, then QAT with L1 plus `cfg.distill` x L1 to the float parent; saves to `out`.
+    training patches, then QAT with `cfg.hr_loss` x L1 to the HR patch plus `cfg.distill` x L1 to the float
+    parent's output (a pretrained parent trained for other degradations: hr_loss 0, distillation only, which needs
+    input images only); saves to `out`.
 
     Training patches come from `data` (see training_sets), or from `sets` (training, validation) as given."""
     teacher = load_any(float_model)

@@ -29,6 +29,7 @@ class TrainConfig:
     min_lr: float = 1e-6
     quant_lr: float = 1e-3  # for codebook levels, scales and clips (QAT)
     distill: float = 0.0  # weight of an L1 term against the float teacher's output (QAT)
+    hr_loss: float = 1.0  # weight of the L1 term against the HR patch (0: learn from the teacher alone)
     seed: int = 0
     log_every: int = 100
     save_every: int = 250
@@ -91,7 +92,7 @@ def fit(model: nn.Module, data: PairSet, cfg: TrainConfig, state_path: str | os.
             pg["lr"] = _lr_at(step, cfg, g["base"])
         lr_b, hr_b = data.batch(cfg.batch, cfg.lr_patch, gen)
         sr = model(lr_b)
-        loss = F.l1_loss(sr, hr_b)
+        loss = cfg.hr_loss * F.l1_loss(sr, hr_b) if cfg.hr_loss else sr.new_zeros(())
         if teacher is not None and cfg.distill > 0:
             with torch.no_grad():
                 ref = teacher(lr_b)

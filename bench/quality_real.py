@@ -1,0 +1,131 @@
+"""I²NQ vs uniform on a real pretrained parent (Real-ESRGAN Compact, SPAN, ...): W8A8 to W2A2, post-training
+(calibration only) and with QAT distilled from the float parent on public photographs (scikit-image's; the parent
+learns nothing about the evaluation set). Two measures on the public evaluation set, each for two ways of making
+the LR image (antialiased bicubic as in the SR literature; OpenCV's aliased INTER_CUBIC):
+  - Y-PSNR against the HR image (meaningful for parents trained on bicubic degradation, e.g. SPAN);
+  - fidelity: Y-PSNR of the quantized model's output against its float parent's (meaningful for every parent).
+
+Each quantized model is one resumable job; `--report` assembles the tables from the job results.
+
+  python bench/quality_real.py --parent realesr-animevideov3-x4 --work runs/q-compact --jobs all --steps 300
+  python bench/quality_real.py --parent realesr-animevideov3-x4 --work runs/q-compact --report out.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from i2nq.calib.data import LR_RECIPES
+from i2nq.calib.evaluate import evaluate
+from i2nq.calib.pipeline import quantize_model
+from i2nq.calib.train import TrainConfig
+from i2nq.models import load
+from i2nq.quant import I2NQConfig, UniformConfig
+
+BITS = (8, 4, 3, 2)
+JOBS = {f"{m}-w{b}a{b}-{mode}": (m, b, mode) for b in BITS for mode in ("ptq", "qat") for m in ("i2nq", "uniform")}
+DEFAULT_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
+
+
+def config(method: str, bits: int):
+    return I2NQConfig(bits=bits) if method == "i2nq" else UniformConfig(bits=bits)
+
+
+def train_config(args: argparse.Namespace, mode: str) -> TrainConfig:
+    """QAT distilled from the float parent only (hr_loss 0): the parent's own behaviour is the target."""
+    return TrainConfig(steps=args.steps if mode == "qat" else 0, batch=args.batch, lr_patch=args.patch, lr=args.lr,
+                       quant_lr=args.quant_lr, distill=1.0, hr_loss=0.0, threads=args.threads, log_every=50,
+                       save_every=50)
+
+
+def scores(model: torch.nn.Module, parent: torch.nn.Module | None, eval_dir: Path) -> dict:
+    return {recipe: evaluate(model, eval_dir, recipe, parent) for recipe in LR_RECIPES}
+
+
+def run_job(name: str, args: argparse.Namespace, parent: torch.nn.Module) -> None:
+    result_path = args.work / f"{name}.json"
+    if result_path.exists():
+        return
+    method, bits, mode = JOBS[name]
+    out = args.work / f"{name}.safetensors"
+    t0 = time.time()
+    if not out.exists():
+        quantize_model(parent, config(method, bits), out, train_config(args, mode), calib_batches=args.calib_batches,
+                       state=args.work / f"{name}.state.safetensors", log=lambda s: print(f"[{name}] {s}", flush=True))
+    seconds = time.time() - t0
+    result = scores(load(out), parent, args.eval)
+    result["seconds"] = seconds
+    result_path.write_text(json.dumps(result, indent=1))
+    print(f"[{name}] " + ", ".join(f"{r}: {v['psnr_y']:.3f} dB, fidelity {v['fidelity_psnr_y']:.2f} dB"
+                                   for r, v in result.items() if r in LR_RECIPES), flush=True)
+
+
+def report(args: argparse.Namespace, parent: torch.nn.Module) -> str:
+    base = scores(parent, None, args.eval)
+    lines = [f"# I²NQ vs uniform on `{args.parent}` (x{parent.scale}, {parent.arch})", "",
+             f"QAT: {args.steps} steps, batch {args.batch} of {args.patch}x{args.patch} LR patches of scikit-image's "
+             f"photographs, distilled from the float parent only (L1 to its output), weights lr {args.lr}, quantizer "
+             f"lr {args.quant_lr}; calibration {args.calib_batches} batches. Evaluation: {args.eval.name}/ "
+             f"({len(base['bicubic-aa']['images'])} images), Y channel, {parent.scale}-pixel border cropped.", "",
+             "Command:", "", "```",
+             f"python bench/quality_real.py --parent {args.parent} --work WORK --jobs all --steps {args.steps}",
+             f"python bench/quality_real.py --parent {args.parent} --work WORK --report OUT.md", "```", ""]
+    for recipe in LR_RECIPES:
+        b = base[recipe]
+        lines += [f"## LR by {recipe}", "",
+                  f"bicubic {b['bicubic_psnr_y']:.3f} dB, float parent {b['psnr_y']:.3f} dB.", "",
+                  "| bits | mode | I²NQ PSNR | uniform PSNR | I²NQ - uniform | I²NQ fidelity | uniform fidelity |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for bits in BITS:
+            for mode in ("ptq", "qat"):
+                got = {}
+                for method in ("i2nq", "uniform"):
+                    path = args.work / f"{method}-w{bits}a{bits}-{mode}.json"
+                    got[method] = json.loads(path.read_text())[recipe] if path.exists() else None
+                if not any(got.values()):
+                    continue
+                cell = lambda m, k: f"{got[m][k]:.3f}" if got[m] else "-"  # noqa: E731
+                diff = f"{got['i2nq']['psnr_y'] - got['uniform']['psnr_y']:+.3f}" if all(got.values()) else "-"
+                lines.append(f"| W{bits}A{bits} | {mode.upper()} | {cell('i2nq', 'psnr_y')} | {cell('uniform', 'psnr_y')} "
+                             f"| {diff} | {cell('i2nq', 'fidelity_psnr_y')} | {cell('uniform', 'fidelity_psnr_y')} |")
+        lines.append("")
+    times = {n: json.loads((args.work / f"{n}.json").read_text())["seconds"] for n in JOBS
+             if (args.work / f"{n}.json").exists()}
+    if times:
+        lines.append(f"Wall time per job on this machine: {min(times.values()):.0f}-{max(times.values()):.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parent", required=True, help="float parent: a packaged name, checkpoint or weights")
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--jobs", default="", help="comma-separated job names, or 'all'")
+    parser.add_argument("--report", type=Path, help="write the tables to this file")
+    parser.add_argument("--eval", type=Path, default=DEFAULT_EVAL)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--patch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--quant-lr", type=float, default=1e-3)
+    parser.add_argument("--calib-batches", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    parent = load(args.parent)
+    names = list(JOBS) if args.jobs == "all" else [n for n in args.jobs.split(",") if n]
+    for name in names:
+        run_job(name, args, parent)
+    if args.report:
+        args.report.write_text(report(args, parent))
+
+
+if __name__ == "__main__":
+    main()
