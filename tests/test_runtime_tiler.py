@@ -132,3 +132,18 @@ def test_large_frame_goes_to_the_backend_in_bounded_batches() -> None:
     assert np.array_equal(out, image.repeat(2, 0).repeat(2, 1))
     assert len(backend.shapes) == tiler.tiles_per_frame(2001, 2503) > 30
     assert max(n * h * w for n, _, h, w in backend.shapes) <= 512 * 512  # the default batch of tile pixels
+
+
+def test_unbounded_receptive_field_blends_tiles(tiny_model) -> None:
+    """A model whose receptive field is unbounded (metadata "unbounded") is tiled with a default overlap and a
+    feathered blend, never claimed exact; an explicit overlap is still honoured."""
+    from i2nq.runtime import Upscaler
+    from i2nq.runtime.tiler import BLEND_OVERLAP
+
+    up = Upscaler(tiny_model(scale=2, receptive_field="unbounded"), device="cpu", tile=96)
+    assert up.meta.receptive_field is None and up.tiler.overlap == BLEND_OVERLAP and not up.tiler.exact
+    image = np.random.default_rng(0).integers(0, 256, (150, 170, 3), dtype=np.uint8)
+    whole = Upscaler(tiny_model(scale=2, receptive_field="unbounded"), device="cpu", tile=0).upscale(image)
+    # the tiny model's true radius is 3 px, so a blend over 32 px overlaps reproduces it up to rounding
+    assert np.abs(up.upscale(image).astype(int) - whole).max() <= 1
+    assert Upscaler(tiny_model(scale=2, receptive_field="unbounded"), device="cpu", tile=96, overlap=8).tiler.overlap == 8

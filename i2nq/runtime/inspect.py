@@ -128,7 +128,9 @@ def describe(info: dict) -> str:
                      + (f", {meta['flavor']} flavor ({meta.get('dtype')})" if meta.get("flavor") else ""))
     elif info["format"] == "onnx":
         lines.append("  model        no i2nq metadata: the i2nq runtime cannot serve it (export with i2nq export-onnx)")
-    if meta.get("receptive_field"):
+    if meta.get("receptive_field") == "unbounded":
+        lines.append("  tiling       receptive field unbounded (or too large for exact tiling): tiles are blended")
+    elif meta.get("receptive_field"):
         lines.append(f"  tiling       receptive field {meta['receptive_field']} px: tiles overlapping by that much "
                      f"give exactly the whole-frame output")
     if info["format"] == "onnx":

@@ -23,6 +23,15 @@ DEFAULT_TILE = 384  # input px: large enough that the overlap margins cost littl
 BATCH_PIXELS = 512 * 512  # default batch: this many input pixels of tiles per model call
 
 
+BLEND_OVERLAP = 32  # input px of overlap by default when a model's receptive field is unbounded (tiles are blended)
+
+
+def default_overlap(receptive_field: int | None) -> int:
+    """The default tile overlap: the receptive field (exact tiling), or BLEND_OVERLAP for a model whose receptive
+    field is unbounded (window attention, global pooling, or too large to pay), whose tiles are blended."""
+    return BLEND_OVERLAP if receptive_field is None else receptive_field
+
+
 def default_tile(overlap: int) -> int:
     """The default tile side in input px for tiles overlapping by `overlap` px (by default the model's receptive
     field): DEFAULT_TILE, or 8x the overlap when that is larger, so that the margins stay a modest share of
@@ -92,10 +101,10 @@ class Tiler:
         """tile: max tile side in input px (0: whole frame); overlap: margin in input px (default: receptive field)."""
         meta = backend.meta
         self.backend, self.scale = backend, meta.scale
-        self.overlap = meta.receptive_field if overlap is None else overlap
+        self.overlap = default_overlap(meta.receptive_field) if overlap is None else overlap
         if self.overlap < 0 or (tile is not None and tile < 0) or (batch is not None and batch < 1):
             raise I2NQError("tile and overlap must be >= 0 and batch >= 1")
-        self.exact = self.overlap >= meta.receptive_field
+        self.exact = meta.receptive_field is not None and self.overlap >= meta.receptive_field
         high = getattr(backend, "max_tile", None)  # duck-typed backends may lack the range attributes
         if backend.fixed_shape is not None:
             fixed = backend.fixed_shape

@@ -12,13 +12,14 @@ import numpy as np
 class ModelMeta:
     """What the runtime must know about a model (read from ONNX metadata_props or a checkpoint).
 
-    receptive_field: radius in input pixels; a tile overlap of at least this makes tiling exact.
+    receptive_field: radius in input pixels; a tile overlap of at least this makes tiling exact. None: unbounded
+    (or too large for exact tiling to pay): tiles are blended.
     """
 
     arch: str
     scale: int
     bits: str  # e.g. "w4a4" or "fp32"
-    receptive_field: int
+    receptive_field: int | None
     in_channels: int = 3
 
 

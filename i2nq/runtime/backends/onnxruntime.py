@@ -40,7 +40,8 @@ def read_meta(metadata: dict[str, str], path: Path) -> ModelMeta:
             arch=metadata.get("i2nq.arch", "unknown"),
             scale=int(metadata["i2nq.scale"]),
             bits=metadata.get("i2nq.bits", "unknown"),
-            receptive_field=int(metadata.get("i2nq.receptive_field", "0")),
+            receptive_field=None if metadata.get("i2nq.receptive_field") == "unbounded"
+            else int(metadata.get("i2nq.receptive_field", "0")),
         )
     except ValueError as exc:
         raise I2NQError(f"{path} has malformed i2nq metadata: {exc}") from None

@@ -11,7 +11,7 @@ import numpy as np
 
 from i2nq.errors import I2NQError
 from i2nq.runtime.backends.base import Backend
-from i2nq.runtime.tiler import default_batch, default_tile
+from i2nq.runtime.tiler import default_batch, default_overlap, default_tile
 
 #: Most tiles per call of a default dynamic profile.
 DEFAULT_MAX_BATCH = 4
@@ -78,9 +78,10 @@ class TensorRTOptions:
             raise I2NQError(f"TensorRTOptions: give either {' and '.join(static)} (a static engine) or "
                             f"{', '.join(shapes)} (a dynamic profile), not both")
 
-    def profile(self, channels: int, receptive_field: int) -> Profile:
-        """(min, opt, max) NCHW input shapes for a model with this many input channels and receptive field."""
-        side = default_tile(receptive_field)
+    def profile(self, channels: int, receptive_field: int | None) -> Profile:
+        """(min, opt, max) NCHW input shapes for a model with this many input channels and receptive field (None:
+        unbounded)."""
+        side = default_tile(default_overlap(receptive_field))
         rule = (1, 1, 1), (default_batch((side, side)), side, side), (DEFAULT_MAX_BATCH, side, side)
         if self.tile or self.batch:
             low, opt, high = (list(s) for s in rule)

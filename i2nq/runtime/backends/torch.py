@@ -37,7 +37,7 @@ class TorchBackend(Backend):
         self.module = fold_relus_(load(model).to(self.device).eval())
         info = self.module.info
         self.meta = ModelMeta(arch=info.arch, scale=int(info.scale), bits=info.bits,
-                              receptive_field=int(info.receptive_field))
+                              receptive_field=info.receptive_field)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Upscale a float32 NCHW batch."""
