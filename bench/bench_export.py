@@ -1,12 +1,13 @@
 """ONNX export benchmark: file size, ONNX Runtime CPU latency of the I²NQ export against the float export
-of the same architecture for every NUQuant function body, each body's exactness, and the agreement of
-the portable export with torch on real photos.
+of the same architecture (the quantized model with float convolutions in place of its quantized ones), for the
+NUQuant function bodies and at several input sizes, including the tile the runtime really uses; each body's
+exactness; and the agreement of the portable export with torch on real photos.
 
 Latencies are medians over `--runs` rounds in which every model runs once (interleaved, so load from
 other processes hits all models alike); overheads are ratios measured in the same run.
 
   python bench/bench_export.py                      # edsr-small x4, W4A4 calibrated on photos, 2 threads
-  python bench/bench_export.py --model runs/edsr-small-x4-w4a4.safetensors --runs 20
+  python bench/bench_export.py --model runs/q/i2nq-w4a4-qat.safetensors --sizes 128,256,512,tile --runs 7
 """
 
 from __future__ import annotations
@@ -45,13 +46,33 @@ def photos(size: int) -> list[np.ndarray]:
     return out
 
 
+def float_twin(quant: torch.nn.Module) -> torch.nn.Module:
+    """The same network with float convolutions (its float shadow weights) where it has quantized ones."""
+    import copy
+
+    from i2nq.quant import quantized_sites
+
+    twin = copy.deepcopy(quant)
+    for name, q in list(quantized_sites(twin)):
+        conv = torch.nn.Conv2d(q.weight.shape[1] * q.groups, q.weight.shape[0], q.weight.shape[2:], q.stride,
+                               q.padding, q.dilation, q.groups, bias=q.bias is not None)
+        with torch.no_grad():
+            conv.weight.copy_(q.weight)
+            if q.bias is not None:
+                conv.bias.copy_(q.bias)
+        parent, _, child = name.rpartition(".")
+        setattr(twin.get_submodule(parent) if parent else twin, child, conv)
+    twin.quant_config = None
+    return twin.eval()
+
+
 def models(path: str | None, scale: int, bits: int) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(float, quantized) models of one arch: a checkpoint and the float arch, or a float model quantized
+    """(float, quantized) models of one arch: a checkpoint and its float twin, or a float model quantized
     and calibrated here on photo crops. Untrained weights are perturbed so that the zero-initialized tail
     does not hide the body; latency and size do not depend on training."""
     if path:
         quant = load(path)
-        return build(quant.arch, quant.scale), quant
+        return float_twin(quant), quant
     torch.manual_seed(0)
     quant = build("edsr-small", scale)
     with torch.no_grad():
@@ -59,7 +80,7 @@ def models(path: str | None, scale: int, bits: int) -> tuple[torch.nn.Module, to
             p.add_(torch.randn_like(p) * 0.02)
     quantize_(quant, I2NQConfig(bits=bits))
     calibrate_(quant, [torch.from_numpy(x) for x in photos(48)])
-    return build("edsr-small", scale), quant.eval()
+    return float_twin(quant), quant.eval()
 
 
 def session(proto, threads: int) -> ort.InferenceSession:
@@ -73,16 +94,18 @@ def body_is_exact(body: str, levels: np.ndarray) -> bool:
     """The body alone on levels, thresholds, their neighbours, +-inf, NaN and noise vs nuquant_ref."""
     from onnx import TensorProto, helper
 
-    from i2nq.export.ops import DOMAIN, custom_node
+    from i2nq.export.ops import DOMAIN, ML_DOMAIN, ML_OPSET, custom_node, tree_attributes
 
     t = ((levels[:-1] + levels[1:]) * np.float32(0.5)).astype(np.float32)
     x = np.concatenate([levels, t, np.nextafter(t, np.inf), np.nextafter(t, -np.inf), [np.inf, -np.inf, np.nan],
                         np.random.default_rng(0).standard_normal(10000).astype(np.float32)]).astype(np.float32)[None]
     io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
           for name, shape in (("x", ["a", "b"]), ("levels", [len(levels)]), ("y", ["a", "b"]))]
-    graph = helper.make_graph([custom_node("NUQuant", ["x", "levels"], ["y"], "q")], "g", io[:2], io[2:])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
-                              functions=[nuquant_function(len(levels), 17, body)], ir_version=8)
+    attrs = tree_attributes(levels) if body == "tree" else {}
+    graph = helper.make_graph([custom_node("NUQuant", ["x", "levels"], ["y"], "q", **attrs)], "g", io[:2], io[2:])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1),
+                                                    helper.make_opsetid(ML_DOMAIN, ML_OPSET)],
+                              functions=[nuquant_function(len(levels), 18, body)], ir_version=8)
     got = session(proto, 1).run(None, {"x": x, "levels": levels})[0]
     want = nuquant_ref(torch.from_numpy(x), torch.from_numpy(levels)).numpy()
     return np.array_equal(got.view(np.uint32), want.view(np.uint32))
@@ -93,18 +116,22 @@ def main() -> None:
     parser.add_argument("--model", help="quantized checkpoint (default: edsr-small calibrated here)")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--bits", type=int, default=4)
-    parser.add_argument("--size", type=int, default=128, help="input height and width")
+    parser.add_argument("--sizes", default="128",
+                        help="comma-separated input sides; 'tile' is the runtime's default tile for this model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--bodies", default=",".join(NUQUANT_BODIES))
     args = parser.parse_args()
 
+    from i2nq.runtime.tiler import default_batch, default_overlap, default_tile
+
     float_model, quant = models(args.model, args.scale, args.bits)
     bodies = args.bodies.split(",")
     protos = {"float": to_onnx(float_model), **{b: to_onnx(quant, _nuquant_body=b) for b in bodies}}
     info = quant.info
+    tile = default_tile(default_overlap(info.receptive_field))
     print(f"# ONNX export: {info.arch} x{info.scale} {info.bits}, ONNX Runtime {ort.__version__} CPU, "
-          f"{args.threads} threads, input 1x3x{args.size}x{args.size}, median of {args.runs}\n")
+          f"{args.threads} threads, median of {args.runs} interleaved rounds\n")
 
     sizes = {"float": len(protos["float"].SerializeToString()), "i2nq": len(protos[bodies[0]].SerializeToString()),
              "i2nq tensorrt": len(to_onnx(quant, flavor="tensorrt").SerializeToString())}
@@ -113,22 +140,26 @@ def main() -> None:
         print(f"| {name} | {size} | {size / sizes['float']:.3f} |")
 
     levels = next(m.act_quant.codebook.levels().detach().numpy() for m in quant.modules() if hasattr(m, "act_quant"))
+    exact = {b: "yes" if body_is_exact(b, levels) else "no" for b in bodies}
     sessions = {name: session(p, args.threads) for name, p in protos.items()}
-    x = photos(args.size)[0]
-    for s in sessions.values():
-        s.run(None, {"input": x})
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(args.runs):
-        for name, s in sessions.items():
-            start = time.perf_counter()
+    print(f"\n| input | float ms | " + " | ".join(f"{b} ms ({exact[b]} exact) | {b} vs float" for b in bodies)
+          + " |\n|---|---:|" + "---:|---:|" * len(bodies))
+    for side in args.sizes.split(","):
+        n, h = (default_batch((tile, tile)), tile) if side == "tile" else (1, int(side))
+        x = np.concatenate([photos(h)[0]] * n)
+        for s in sessions.values():
             s.run(None, {"input": x})
-            times[name].append(time.perf_counter() - start)
-    base = float(np.median(times["float"]))
-    print("\n| NUQuant body | exact | latency ms | vs float | quantizer overhead |\n|---|---|---:|---:|---:|")
-    for name, t in times.items():
-        med = float(np.median(t))
-        exact = "-" if name == "float" else ("yes" if body_is_exact(name, levels) else "no")
-        print(f"| {name} | {exact} | {1e3 * med:.1f} | {med / base:.2f}x | {100 * (med / base - 1):+.0f}% |")
+        times: dict[str, list[float]] = {name: [] for name in sessions}
+        for _ in range(args.runs):
+            for name, s in sessions.items():
+                start = time.perf_counter()
+                s.run(None, {"input": x})
+                times[name].append(time.perf_counter() - start)
+        base = float(np.median(times["float"]))
+        label = f"{n}x3x{h}x{h}" + (" (runtime tile)" if side == "tile" else "")
+        cells = " | ".join(f"{1e3 * float(np.median(times[b])):.1f} | {float(np.median(times[b])) / base:.2f}x"
+                           for b in bodies)
+        print(f"| {label} | {1e3 * base:.1f} | {cells} |", flush=True)
 
     report = verify_onnx(protos[bodies[0]], quant, inputs=photos(64), runtimes=("onnxruntime",))
     print(f"\nportable export ({bodies[0]} body) vs torch on {len(report.rows)} photo crops of 64x64, ONNX Runtime:")

@@ -18,13 +18,14 @@ from onnx.reference import ReferenceEvaluator
 
 from i2nq.cli import main
 from i2nq.export import to_onnx
-from i2nq.export.ops import DOMAIN, NUQUANT_BODIES, custom_node, lut_dequant_function, nuquant_function
+from i2nq.export.ops import (DOMAIN, ML_DOMAIN, ML_OPSET, NUQUANT_BODIES, custom_node, lut_dequant_function,
+                             nuquant_function, tree_attributes)
 from i2nq.export.verify import sample_inputs
 from i2nq.models import build, save
 from i2nq.quant import I2NQConfig, calibrate_, nuquant_ref, pack_codes, quantize_, quantized_sites
 
 ort = pytest.importorskip("onnxruntime")
-EXACT_BODIES = ("select", "bsearch", "count")
+EXACT_BODIES = ("tree", "select", "bsearch", "count")
 
 
 def tiny(bits: int | None, scale: int = 2, arch: str = "edsr-small", seed: int = 0, **overrides):
@@ -197,13 +198,16 @@ def test_opset_range_runs(models, opset) -> None:
 
 # --- the function bodies alone --------------------------------------------------------------------------------
 
-def _nuquant_model(body: str, k: int, dtype: type) -> onnx.ModelProto:
+def _nuquant_model(body: str, k: int, dtype: type, levels: np.ndarray | None = None) -> onnx.ModelProto:
+    """One NUQuant node with the given body; the tree body also needs the levels (it reads them as attributes)."""
     elem = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
-    graph = helper.make_graph([custom_node("NUQuant", ["x", "levels"], ["y"], "q")], "g",
+    attrs = tree_attributes(levels) if body == "tree" else {}
+    graph = helper.make_graph([custom_node("NUQuant", ["x", "levels"], ["y"], "q", **attrs)], "g",
                               [helper.make_tensor_value_info("x", elem, ["a", "b"]),
                                helper.make_tensor_value_info("levels", elem, [k])],
                               [helper.make_tensor_value_info("y", elem, ["a", "b"])])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1),
+                                                    helper.make_opsetid(ML_DOMAIN, ML_OPSET)],
                               functions=[nuquant_function(k, 17, body)], ir_version=8)
     onnx.checker.check_model(proto, full_check=True)
     return proto
@@ -232,15 +236,16 @@ def _codebooks(dtype: type) -> list[np.ndarray]:
     return [b for b in books if len(np.unique(b)) == len(b)]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float16])
-@pytest.mark.parametrize("body", EXACT_BODIES)
+@pytest.mark.parametrize("body, dtype", [(b, d) for b in EXACT_BODIES for d in (np.float32, np.float16)
+                                         if not (b == "tree" and d == np.float16)])  # tree: float32 graphs only
 def test_nuquant_bodies_equal_torch_on_adversarial_values(body, dtype) -> None:
     """Bit-identical to nuquant_ref (NaN -> L_0, ties -> lower level) in ONNX Runtime and the reference
-    evaluator; fp16 in ONNX Runtime works too, since the body rounds its fp16 intermediates explicitly."""
+    evaluator; fp16 in ONNX Runtime works too, since the body rounds its fp16 intermediates explicitly (the tree
+    body is float32 only: fp16 graphs get the select body)."""
     for i, levels in enumerate(_codebooks(dtype)):
         x = _adversarial(levels, i).reshape(1, -1)
         want = nuquant_ref(torch.from_numpy(x), torch.from_numpy(levels)).numpy()
-        proto = _nuquant_model(body, len(levels), dtype)
+        proto = _nuquant_model(body, len(levels), dtype, levels)
         for got in (session(proto).run(None, {"x": x, "levels": levels})[0],
                     ReferenceEvaluator(proto).run(None, {"x": x, "levels": levels})[0]):
             np.testing.assert_array_equal(got.view(np.uint16 if dtype == np.float16 else np.uint32),

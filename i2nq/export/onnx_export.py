@@ -29,7 +29,8 @@ from i2nq import __version__
 from i2nq.errors import I2NQError
 from i2nq.files import atomic_output, check_destination
 from i2nq.export.format import DEFAULT_OPSET, FLAVORS, INPUT_LAYOUT, OPSETS
-from i2nq.export.ops import DEFAULT_NUQUANT_BODY, DOMAIN, DOMAIN_VERSION, lut_dequant_function, nuquant_function
+from i2nq.export.ops import (DEFAULT_NUQUANT_BODY, DOMAIN, DOMAIN_VERSION, FP16_NUQUANT_BODY, ML_DOMAIN, ML_OPSET,
+                             lut_dequant_function, nuquant_function, tree_attributes)
 
 if TYPE_CHECKING:
     from i2nq.export.verify import VerifyReport
@@ -64,18 +65,27 @@ def to_onnx(model: nn.Module, flavor: str = "portable", opset: int = DEFAULT_OPS
     finish(proto, f"i2nq_{info.arch.replace(':', '_')}_x{info.scale}")
     functions = []
     custom_ops = {n.op_type for n in proto.graph.node if n.domain == DOMAIN}
+    body = _nuquant_body if dtype == np.float32 else FP16_NUQUANT_BODY
     if "NUQuant" in custom_ops:
-        ks = {int(v.shape[0]) for v in activation_levels(proto).values()}
+        levels = activation_levels(proto)
+        ks = {int(v.shape[0]) for v in levels.values()}
         if len(ks) != 1:
             raise I2NQError(f"all activation codebooks of a model must have the same size, got {sorted(ks)}")
-        functions.append(nuquant_function(ks.pop(), opset, _nuquant_body))
+        functions.append(nuquant_function(ks.pop(), opset, body))
+        if body == "tree":  # the tree body reads each node's thresholds and levels from its attributes
+            for node in proto.graph.node:
+                if node.op_type == "NUQuant" and node.domain == DOMAIN:
+                    node.attribute.extend(helper.make_attribute(k, v)
+                                          for k, v in tree_attributes(levels[node.output[0]]).items())
     if "LUTDequant" in custom_ops:
         functions.append(lut_dequant_function(opset))
     del proto.functions[:]
     proto.functions.extend(functions)
     del proto.opset_import[:]
     proto.opset_import.extend([helper.make_opsetid("", opset)]
-                              + ([helper.make_opsetid(DOMAIN, DOMAIN_VERSION)] if custom_ops else []))
+                              + ([helper.make_opsetid(DOMAIN, DOMAIN_VERSION)] if custom_ops else [])
+                              + ([helper.make_opsetid(ML_DOMAIN, ML_OPSET)]
+                                 if "NUQuant" in custom_ops and body == "tree" else []))
     proto.ir_version = max(8, helper.find_min_ir_version_for(list(proto.opset_import[:1])))  # local functions: >= 8
     proto.producer_name, proto.producer_version = "i2nq", __version__
     proto.doc_string = (f"I²NQ {info.arch} x{info.scale} ({info.bits}), {flavor} flavor: input 'input' "

@@ -34,8 +34,11 @@ from onnx import AttributeProto, FunctionProto, NodeProto, TensorProto, helper, 
 DOMAIN = "ai.i2nq"
 DOMAIN_VERSION = 1
 PLUGIN_ATTRS = ("plugin_namespace", "plugin_version")  # node attributes TensorRT reads; unused by the bodies
-NUQUANT_BODIES = ("select", "bsearch", "count", "argmin", "lut")  # (private) choices of the NUQuant body
-DEFAULT_NUQUANT_BODY = "select"  # the fastest exact body in ONNX Runtime (bench/bench_export.py)
+NUQUANT_BODIES = ("tree", "select", "bsearch", "count", "argmin", "lut")  # (private) choices of the NUQuant body
+DEFAULT_NUQUANT_BODY = "tree"  # the fastest exact body in ONNX Runtime (bench/bench_export.py), float32 graphs
+FP16_NUQUANT_BODY = "select"  # the tree's op takes no float16 (and TensorRT's parser no ai.onnx.ml)
+ML_DOMAIN, ML_OPSET = "ai.onnx.ml", 3  # TreeEnsembleRegressor (deprecated in ai.onnx.ml 5, not removed)
+TREE_ATTRS = ("tree_thresholds", "tree_levels")  # NUQuant attributes the tree body reads
 LUT_BUCKETS = 4096  # buckets of the "lut" body's grid
 
 
@@ -168,8 +171,72 @@ def _body_lut(g: _Nodes, x: str, levels: str, k: int) -> str:
     return g("Max", g("Gather", lo_level, b), g("Min", g("Gather", hi_level, b), step))
 
 
+def _tree(k: int) -> list[tuple[str, int]]:
+    """A perfect binary search tree over K sorted levels, in preorder: ("branch", j) tests x <= t_j (true: go
+    left), ("leaf", i) yields L_i. Node ids are positions in this list."""
+    nodes: list[tuple[str, int]] = []
+
+    def build(lo: int, hi: int) -> None:
+        if hi - lo == 1:
+            nodes.append(("leaf", lo))
+            return
+        mid = (lo + hi) // 2
+        nodes.append(("branch", mid - 1))
+        build(lo, mid)
+        build(mid, hi)
+
+    build(0, k)
+    return nodes
+
+
+def tree_attributes(levels: np.ndarray) -> dict[str, list[float]]:
+    """The values a NUQuant node carries for the tree body: per tree node, its threshold (L_j + L_{j+1}) * 0.5,
+    rounded in float32 as the tie rule says (0 for a leaf, whose value is unused), and its levels in leaf order."""
+    lv = np.asarray(levels, np.float32)
+    t = (lv[:-1] + lv[1:]) * np.float32(0.5)
+    nodes = _tree(len(lv))
+    return {"tree_thresholds": [float(t[j]) if kind == "branch" else 0.0 for kind, j in nodes],
+            "tree_levels": [float(lv[i]) for kind, i in nodes if kind == "leaf"]}
+
+
+def _body_tree(g: _Nodes, x: str, levels: str, k: int) -> str:
+    """One TreeEnsembleRegressor (ai.onnx.ml): a depth-log2(K) search tree with BRANCH_LEQ nodes, so a value
+    equal to a threshold goes to the lower level, and NaN follows every node's true branch to L_0 (missing values
+    track true); the thresholds and levels come from the node's tree_* attributes (tree_attributes), since an
+    ONNX attribute cannot be computed from the levels input. float32 only. One pass instead of 3 per threshold."""
+    nodes = _tree(k)
+    branch = {i for i, (kind, _) in enumerate(nodes) if kind == "branch"}
+    true_ids, false_ids = [0] * len(nodes), [0] * len(nodes)
+    for i in branch:  # preorder: the left subtree starts right after the node, the right one after the left one
+        true_ids[i], false_ids[i] = i + 1, _subtree_end(nodes, i + 1)
+    leaves = [i for i in range(len(nodes)) if i not in branch]
+    flat = g("Reshape", x, g.const([-1, 1]))
+    tree = helper.make_node(
+        "TreeEnsembleRegressor", [flat], [f"{g.prefix}tree"], domain=ML_DOMAIN, n_targets=1,
+        nodes_treeids=[0] * len(nodes), nodes_nodeids=list(range(len(nodes))), nodes_featureids=[0] * len(nodes),
+        nodes_modes=["BRANCH_LEQ" if i in branch else "LEAF" for i in range(len(nodes))],
+        nodes_truenodeids=true_ids, nodes_falsenodeids=false_ids,
+        nodes_missing_value_tracks_true=[1 if i in branch else 0 for i in range(len(nodes))],
+        target_treeids=[0] * len(leaves), target_nodeids=leaves, target_ids=[0] * len(leaves),
+        aggregate_function="SUM", post_transform="NONE")
+    tree.attribute.extend([
+        helper.make_attribute_ref("nodes_values", AttributeProto.FLOATS, ref_attr_name="tree_thresholds"),
+        helper.make_attribute_ref("target_weights", AttributeProto.FLOATS, ref_attr_name="tree_levels")])
+    g.nodes.append(tree)
+    return g("Reshape", f"{g.prefix}tree", g("Shape", x))
+
+
+def _subtree_end(nodes: list[tuple[str, int]], start: int) -> int:
+    """Index just past the subtree that starts at `start` (preorder)."""
+    pending, i = 1, start
+    while pending:
+        pending += 1 if nodes[i][0] == "branch" else -1
+        i += 1
+    return i
+
+
 _BODIES: dict[str, Callable[[_Nodes, str, str, int], str]] = {
-    "select": _body_select, "bsearch": _body_bsearch, "count": _body_count, "argmin": _body_argmin, "lut": _body_lut}
+    "tree": _body_tree, "select": _body_select, "bsearch": _body_bsearch, "count": _body_count, "argmin": _body_argmin, "lut": _body_lut}
 
 
 def nuquant_function(k: int, opset: int, body: str = DEFAULT_NUQUANT_BODY) -> FunctionProto:
@@ -179,8 +246,10 @@ def nuquant_function(k: int, opset: int, body: str = DEFAULT_NUQUANT_BODY) -> Fu
     g = _Nodes("nq_")
     y = _BODIES[body](g, "X", "levels", k)
     g.nodes.append(helper.make_node("Identity", [y], ["Y"]))
+    tree = body == "tree"
     return helper.make_function(DOMAIN, "NUQuant", ["X", "levels"], ["Y"], g.nodes,
-                                [helper.make_opsetid("", opset)], attributes=list(PLUGIN_ATTRS),
+                                [helper.make_opsetid("", opset)] + ([helper.make_opsetid(ML_DOMAIN, ML_OPSET)] if tree else []),
+                                attributes=list(PLUGIN_ATTRS) + (list(TREE_ATTRS) if tree else []),
                                 doc_string=f"I²NQ nearest-level quantize-dequantize ({body} body for K={k}).")
 
 
