@@ -164,3 +164,16 @@ def test_receptive_field_of_our_archs(arch, scale, radius):
 @pytest.mark.parametrize("kind", ["Compact", "SPAN"])
 def test_quantized_model_has_its_parents_receptive_field(kind):
     assert calibrated(kind).info.receptive_field == net(kind).info.receptive_field
+
+
+def test_calibration_is_deterministic_whatever_the_global_rng():
+    """Two calibrations of the same model on the same batches give the same codebooks, however the process's
+    random state was used before (the subsample is drawn from calibrate_'s own seeded generator)."""
+    batches = [torch.from_numpy(x) for x in sample_inputs(((96, 96), (80, 112)))]  # > OBSERVE_PER_CALL values a site
+    levels = []
+    for draw in (0, 5):
+        model = quantize_(net("Compact"), I2NQConfig(bits=3))  # net() seeds the global RNG ...
+        torch.rand(draw)  # ... which is then moved differently before each calibration
+        calibrate_(model, batches)
+        levels.append(torch.cat([m.act_quant.codebook.levels().detach() for _, m in quantized_sites(model)]))
+    assert torch.equal(levels[0], levels[1])

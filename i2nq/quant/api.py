@@ -177,18 +177,21 @@ def restore_sites_(model: nn.Module, record: dict[str, dict]) -> None:
 
 
 @torch.no_grad()
-def calibrate_(model: nn.Module, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
+def calibrate_(model: nn.Module, batches: Iterable[torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
     """Run float inference over `batches`, collect samples at each activation site, fit its codebook.
 
-    Returns the collected samples per site (for statistics such as kurtosis and zero fraction).
+    Deterministic: the random subsample each site keeps is drawn from a generator seeded with `seed` (the
+    process's global RNG is left as it was). Returns the collected samples per site (for statistics such as
+    kurtosis and zero fraction).
     """
     sites = list(quantized_sites(model))
     if not sites:
         raise I2NQError("model is not quantized: call quantize_ first")
     was = model.training
     model.eval()
+    generator = torch.Generator().manual_seed(seed)
     for _, m in sites:
-        m.act_quant.observing = True
+        m.act_quant.observing, m.act_quant.generator = True, generator
     try:
         n = 0
         for x in batches:
@@ -199,7 +202,7 @@ def calibrate_(model: nn.Module, batches: Iterable[torch.Tensor]) -> dict[str, t
         return {name: m.act_quant.finish_calibration() for name, m in sites}
     finally:
         for _, m in sites:
-            m.act_quant.observing = False
+            m.act_quant.observing, m.act_quant.generator = False, None
         model.train(was)
 
 

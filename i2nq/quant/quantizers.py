@@ -23,13 +23,15 @@ class ActQuantizer(nn.Module):
         super().__init__()
         self.codebook = codebook
         self.observing = False
+        self.generator: torch.Generator | None = None  # draws the subsample while observing (calibrate_ sets it)
         self._samples: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
             flat = x.detach().reshape(-1)
             if flat.numel() > OBSERVE_PER_CALL:
-                flat = flat[torch.randint(0, flat.numel(), (OBSERVE_PER_CALL,), device=flat.device)]
+                pick = torch.randint(0, flat.numel(), (OBSERVE_PER_CALL,), generator=self.generator)
+                flat = flat[pick.to(flat.device)]
             if sum(s.numel() for s in self._samples) < OBSERVE_MAX:
                 self._samples.append(flat.float().cpu())
             return x
