@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -87,16 +89,24 @@ class WeightQuantizer(nn.Module):
 
     @torch.no_grad()
     def fit(self, w: torch.Tensor, rounds: int = 3) -> None:
-        """Initialize scales and codebook from the float weights."""
+        """Initialize scales and codebook from the float weights: max-abs scales, then (FSWA) `rounds` of a
+        per-channel scale search alternated with refitting the codebook, keeping the state with the least weight
+        MSE (so FSWA never starts worse than max-abs scales)."""
         flat = w.detach().reshape(w.shape[0], -1).float()
         maxabs = flat.abs().amax(1).clamp(min=1e-8)
         self.log_scale.copy_(maxabs.log())
         self.codebook.fit(flat / maxabs[:, None])
         if not self.fswa:
             return
+        best = (self.weight_mse(w), copy.deepcopy(self.state_dict()))
         for _ in range(rounds):
-            self.log_scale.copy_(self._search_scales(flat, maxabs).log())
-            self.codebook.fit(flat / self.scale()[:, None])
+            for step in (lambda: self.log_scale.copy_(self._search_scales(flat, maxabs).log()),
+                         lambda: self.codebook.fit(flat / self.scale()[:, None])):
+                step()
+                mse = self.weight_mse(w)
+                if mse < best[0]:
+                    best = (mse, copy.deepcopy(self.state_dict()))
+        self.load_state_dict(best[1])
 
     def _search_scales(self, flat: torch.Tensor, maxabs: torch.Tensor) -> torch.Tensor:
         """Per channel, the candidate scale (a fraction of max |W|) with the least quantization MSE."""
