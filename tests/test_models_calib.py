@@ -252,3 +252,30 @@ def test_quantize_on_your_own_data_records_it(tmp_path):
                             str(tmp_path / "q2.safetensors"), "--data", str(tmp_path / "imgs"), "--patch", "48"],
                            capture_output=True, text=True)
     assert small.returncode == 2 and "need images of at least 96 px a side at x2 (the largest is 90x80)" in small.stderr
+
+
+def test_mixed_lr_recipe_pairs_each_image_with_both_downscales():
+    import cv2
+
+    from i2nq.calib.data import TRAIN_RECIPES, bicubic_down
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(3, 48, 40, generator=g)
+    pairs = PairSet.from_images([hr], 4, recipes=TRAIN_RECIPES["mixed"])
+    assert len(pairs.hr) == len(pairs.lr) == 2 and torch.equal(pairs.hr[0], pairs.hr[1])
+    assert torch.equal(pairs.lr[0], bicubic_down(hr, 4))
+    img = hr.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    want = torch.from_numpy(cv2.resize(img, (10, 12), interpolation=cv2.INTER_CUBIC)).permute(2, 0, 1).float() / 255
+    assert torch.equal(pairs.lr[1], want)
+
+
+def test_train_init_must_be_a_float_model_of_the_same_arch(tmp_path):
+    from i2nq.calib.pipeline import train_float
+
+    parent = tmp_path / "p.safetensors"
+    save(tiny(), parent)
+    cfg = TrainConfig(steps=1, batch=2, lr_patch=8, log_every=100)
+    with pytest.raises(I2NQError, match="fine-tuning needs a float edsr-small x4"):
+        train_float("edsr-small", 4, tmp_path / "o.safetensors", cfg, init=parent)
+    out = train_float("edsr-small", 2, tmp_path / "o.safetensors", cfg, init=parent, log=lambda _: None)
+    assert out.n_blocks == 2  # the init's architecture, not the registry default

@@ -23,7 +23,7 @@ def _train_config(args: argparse.Namespace):
     from i2nq.calib.train import TrainConfig
 
     return TrainConfig(steps=args.steps, batch=args.batch, lr_patch=args.patch, lr=args.lr, seed=args.seed,
-                       threads=args.threads, log_every=args.log_every,
+                       threads=args.threads, log_every=args.log_every, lr_recipe=args.lr_recipe,
                        **({"quant_lr": args.quant_lr, "distill": args.distill, "hr_loss": args.hr_loss}
                           if hasattr(args, "distill") else {}))
 
@@ -34,7 +34,7 @@ def _train(args: argparse.Namespace) -> None:
 
     build(args.arch, args.scale)  # validates arch and scale before any work
     train_float(args.arch, args.scale, _out_path(args.output, args.overwrite), _train_config(args), state=args.state,
-                data=args.data, frames=args.frames)
+                data=args.data, frames=args.frames, init=args.init)
 
 
 def _quantize(args: argparse.Namespace) -> None:
@@ -97,6 +97,9 @@ def _training_args(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
     p.add_argument("--data", help="training images: a folder of images or a video, e.g. the content you will "
                                   "upscale (default: scikit-image's photographs)")
     p.add_argument("--frames", type=int, default=32, help="frames taken evenly from a --data video (default: 32)")
+    p.add_argument("--lr-recipe", choices=("bicubic-aa", "cv2-cubic", "mixed"), default="bicubic-aa",
+                   help="how LR training patches are made from the HR images: antialiased bicubic (the SR "
+                        "literature's), OpenCV INTER_CUBIC (aliased, as many small images are made), or mixed: both")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
@@ -104,6 +107,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a float SR model on scikit-image's photographs (resumable)")
     p.add_argument("--arch", default="edsr-small", help="edsr-small (default), edsr-baseline, edsr or srresnet")
     p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--init", help="fine-tune this float checkpoint of the same arch and scale instead of starting "
+                                  "from scratch")
     _training_args(p, steps=4000, lr=1e-3)
     p.set_defaults(func=_train)
 

@@ -130,6 +130,7 @@ def bicubic_down(hr: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 LR_RECIPES = ("bicubic-aa", "cv2-cubic")
+TRAIN_RECIPES = {"bicubic-aa": ("bicubic-aa",), "cv2-cubic": ("cv2-cubic",), "mixed": LR_RECIPES}
 
 
 def downscale(hr: torch.Tensor, scale: int, recipe: str = "bicubic-aa") -> torch.Tensor:
@@ -156,21 +157,24 @@ def bicubic_up(lr: torch.Tensor, scale: int) -> torch.Tensor:
 
 @dataclass
 class PairSet:
-    """HR images (cropped to a multiple of scale) with their bicubic LR versions, held in memory."""
+    """HR images (cropped to a multiple of scale) with their LR versions, held in memory: one pair per image and LR
+    recipe (calib.data.downscale), so a model trained on several recipes sees each equally often."""
 
     hr: list[torch.Tensor]
     lr: list[torch.Tensor]
     scale: int
 
     @classmethod
-    def from_images(cls, images: list[torch.Tensor], scale: int, min_lr_side: int = 0) -> "PairSet":
+    def from_images(cls, images: list[torch.Tensor], scale: int, min_lr_side: int = 0,
+                    recipes: tuple[str, ...] = ("bicubic-aa",)) -> "PairSet":
         hr = [crop_to_scale(im, scale) for im in images if min(im.shape[-2:]) // scale >= min_lr_side]
         if not hr:
             largest = max(images, key=lambda im: min(im.shape[-2:]))
             raise I2NQError(f"no training image is large enough: LR patches of {min_lr_side} px need images of at "
                             f"least {min_lr_side * scale} px a side at x{scale} (the largest is "
                             f"{largest.shape[-1]}x{largest.shape[-2]}); use larger images or a smaller --patch")
-        return cls(hr=hr, lr=[bicubic_down(h, scale) for h in hr], scale=scale)
+        pairs = [(h, downscale(h, scale, recipe)) for recipe in recipes for h in hr]
+        return cls(hr=[h for h, _ in pairs], lr=[lr for _, lr in pairs], scale=scale)
 
     def batch(self, n: int, lr_patch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """n random aligned (LR, HR) patches with random flips and 90-degree rotations."""

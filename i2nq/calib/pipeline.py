@@ -10,7 +10,8 @@ from typing import Callable
 
 import torch
 
-from i2nq.calib.data import VAL_PHOTOS, PairSet, skimage_photos, training_images
+from i2nq.calib.data import TRAIN_RECIPES, VAL_PHOTOS, PairSet, skimage_photos, training_images
+from i2nq.errors import I2NQError
 from i2nq.calib.state import state_path_for
 from i2nq.calib.train import TrainConfig, fit, val_psnr
 from i2nq.models import build, save
@@ -20,11 +21,15 @@ from i2nq.quant import QuantConfig, calibrate_, is_quant_param, quantize_
 
 
 def training_sets(scale: int, lr_patch: int, data: str | os.PathLike | None = None,
-                  frames: int = 32) -> tuple[PairSet, PairSet]:
+                  frames: int = 32, lr_recipe: str = "bicubic-aa") -> tuple[PairSet, PairSet]:
     """Training pairs from `data` (a folder of images or `frames` frames of a video; default scikit-image's
-    photographs), and the held-out photograph for the validation log."""
+    photographs) with LR patches made by `lr_recipe` (TRAIN_RECIPES), and the held-out photograph for the
+    validation log (antialiased bicubic LR)."""
+    if lr_recipe not in TRAIN_RECIPES:
+        raise I2NQError(f"unknown LR recipe {lr_recipe!r} (choose from: {', '.join(TRAIN_RECIPES)})")
     images = skimage_photos() if data is None else training_images(data, frames)
-    return PairSet.from_images(images, scale, lr_patch), PairSet.from_images(skimage_photos(VAL_PHOTOS), scale)
+    return (PairSet.from_images(images, scale, lr_patch, TRAIN_RECIPES[lr_recipe]),
+            PairSet.from_images(skimage_photos(VAL_PHOTOS), scale))
 
 
 def _data_record(data: str | os.PathLike | None, frames: int) -> dict:
@@ -36,14 +41,24 @@ def _data_record(data: str | os.PathLike | None, frames: int) -> dict:
 
 def train_float(arch: str, scale: int, out: str | os.PathLike, cfg: TrainConfig,
                 state: str | os.PathLike | None = None, log: Callable[[str], None] = print,
-                data: str | os.PathLike | None = None, frames: int = 32) -> SRModel:
-    """Train a float model from scratch on `data` (see training_sets) and save it to `out`."""
-    model = build(arch, scale)
-    train, val = training_sets(scale, cfg.lr_patch, data, frames)
+                data: str | os.PathLike | None = None, frames: int = 32,
+                init: str | os.PathLike | None = None) -> SRModel:
+    """Train a float model on `data` (see training_sets) and save it to `out`: from scratch, or fine-tune the float
+    checkpoint `init` (its architecture then decides; `arch` and `scale` must match it)."""
+    if init is None:
+        model = build(arch, scale)
+    else:
+        model = load_any(init)
+        if model.quant_config or (model.arch, model.scale) != (arch, scale):
+            raise I2NQError(f"--init {init}: a {model.info.bits} {model.arch} x{model.scale} model; fine-tuning "
+                            f"needs a float {arch} x{scale} checkpoint")
+    train, val = training_sets(scale, cfg.lr_patch, data, frames, cfg.lr_recipe)
     state = Path(state) if state else state_path_for(out)
-    record = _data_record(data, frames)
-    fit(model, train, cfg, state_path=state, val=val, log=log, run={"kind": "float", "model": _model_key(model),
-                                                                    **record})
+    record = _data_record(data, frames) | ({"init": Path(init).name if Path(str(init)).suffix else str(init)}
+                                           if init else {})
+    fit(model, train, cfg, state_path=state, val=val, log=log,
+        run={"kind": "float", "model": _model_key(model), **record,
+             **({"init_weights": _weights_digest(model)} if init else {})})
     save(model, out, training={"kind": "float", **asdict(cfg), **record})
     state.unlink(missing_ok=True)  # the run is complete: nothing to resume
     return model
@@ -63,7 +78,7 @@ def quantize_model(float_model: str | os.PathLike | SRModel, config: QuantConfig
     teacher = load_any(float_model)
     student = copy.deepcopy(teacher)
     quantize_(student, config)
-    train, val = sets or training_sets(teacher.scale, cfg.lr_patch, data, frames)
+    train, val = sets or training_sets(teacher.scale, cfg.lr_patch, data, frames, cfg.lr_recipe)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     calibrate_(student, (train.batch(cfg.batch, cfg.lr_patch, gen)[0] for _ in range(calib_batches)))
     log(f"calibrated: val_psnr {val_psnr(student, val):.3f} (float {val_psnr(teacher, val):.3f})")

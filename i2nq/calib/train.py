@@ -30,6 +30,7 @@ class TrainConfig:
     quant_lr: float = 1e-3  # for codebook levels, scales and clips (QAT)
     distill: float = 0.0  # weight of an L1 term against the float teacher's output (QAT)
     hr_loss: float = 1.0  # weight of the L1 term against the HR patch (0: learn from the teacher alone)
+    lr_recipe: str = "bicubic-aa"  # how training LR patches are made: bicubic-aa, cv2-cubic or mixed (both)
     seed: int = 0
     log_every: int = 100
     save_every: int = 250
