@@ -24,11 +24,11 @@ NETS = {  # small versions of the three architectures users bring
 
 
 def net(kind: str, seed: int = 0):
-    from i2nq.models.ncnn import _architecture_class
+    from i2nq.models.spandrel_models import architecture_class
 
     arch = "Compact" if kind.startswith("Compact") else kind
     torch.manual_seed(seed)
-    module = _architecture_class(arch)(**NETS[kind])
+    module = architecture_class(arch)(**NETS[kind])
     with torch.no_grad():
         for p in module.parameters():
             p.mul_(0.5)

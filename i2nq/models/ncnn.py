@@ -253,17 +253,6 @@ def _detect(layers: list[Layer]) -> tuple[str, dict]:
                     "(Real-ESRGAN Compact, SPAN, ESRGAN/RRDB)")
 
 
-def _architecture_class(arch_id: str) -> type[nn.Module]:
-    from i2nq.models.spandrel_models import import_spandrel
-
-    import_spandrel()
-    import importlib
-
-    module = {"Compact": "spandrel.architectures.Compact", "SPAN": "spandrel.architectures.SPAN",
-              "ESRGAN": "spandrel.architectures.ESRGAN"}[arch_id]
-    return getattr(importlib.import_module(module), arch_id)
-
-
 def _run_order(net: nn.Module, in_channels: int) -> list[tuple[str, nn.Module]]:
     """The (name, module) of every nn.Conv2d and nn.PReLU in the order a forward pass first runs them."""
     names = {m: n for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.PReLU))}
@@ -293,7 +282,9 @@ def to_state_dict(layers: list[Layer], name: str = "model") -> tuple[str, dict, 
         arch_id, hp = detect(layers)
     except I2NQError as exc:
         raise I2NQError(f"{name}: {exc}") from None
-    net = _architecture_class(arch_id)(**hp).eval()
+    from i2nq.models.spandrel_models import architecture_class
+
+    net = architecture_class(arch_id)(**hp).eval()
     order = _run_order(net, hp.get("num_in_ch", hp.get("in_nc", 3)))
     weighted = [ly for ly in layers if ly.type in ("Convolution", "PReLU")]
     if len(order) != len(weighted):

@@ -170,14 +170,21 @@ def _wrap(descriptor, name: str) -> SpandrelSR:
     return SpandrelSR(net, arch_id, int(descriptor.scale), size_multiple=int(req.multiple_of)).eval()
 
 
+ARCHITECTURES = {"Compact": "spandrel.architectures.Compact", "SPAN": "spandrel.architectures.SPAN",
+                 "ESRGAN": "spandrel.architectures.ESRGAN"}  # the ones i2nq builds itself (from ncnn files)
+
+
+def architecture_class(arch_id: str) -> type[nn.Module]:
+    """spandrel's module class of one of ARCHITECTURES (each exports its class under its id)."""
+    import_spandrel()
+    return getattr(importlib.import_module(ARCHITECTURES[arch_id]), arch_id)
+
+
 def wrap_module(arch_id: str, hyperparameters: dict, state: dict[str, torch.Tensor], name: str,
                 resize: dict | None = None) -> SpandrelSR:
     """A SpandrelSR of spandrel's `arch_id` built with `hyperparameters` and loaded with `state` (its module's own
     state dict, e.g. converted from ncnn), collapsed for deployment, optionally resizing its output."""
-    import_spandrel()
-    from i2nq.models.ncnn import _architecture_class
-
-    net = _architecture_class(arch_id)(**hyperparameters)
+    net = architecture_class(arch_id)(**hyperparameters)
     net.load_state_dict(state, strict=True)
     net = net.float().eval()
     collapse_reparameterized_(net)
