@@ -177,3 +177,28 @@ def test_calibration_is_deterministic_whatever_the_global_rng():
         calibrate_(model, batches)
         levels.append(torch.cat([m.act_quant.codebook.levels().detach() for _, m in quantized_sites(model)]))
     assert torch.equal(levels[0], levels[1])
+
+
+def test_a_model_the_exporter_cannot_trace_is_a_one_line_error():
+    from i2nq.errors import I2NQError
+    from i2nq.export import to_onnx
+
+    class DataDependent(nn.Module):
+        scale, arch, quant_config, size_multiple = 1, "test", None, 1
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x) if float(x.mean()) > 0.5 else x  # control flow on data: not traceable
+
+        @property
+        def info(self):
+            from i2nq.models.info import ModelInfo
+
+            return ModelInfo("test", 1, "fp32", 1)
+
+    with pytest.raises(I2NQError, match="cannot trace test") as err:
+        to_onnx(DataDependent())
+    assert "\n" not in str(err.value)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from i2nq.errors import I2NQError
 from i2nq.export.ops import schemas_registered
 from i2nq.quant import QuantConv2d, nuquant_ref, pack_codes, quantized_sites, unpack_codes
 
@@ -133,7 +134,13 @@ def trace(model: nn.Module, dtype: torch.dtype, packed: bool, opset: int):
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), schemas_registered():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(twin, (example,), dynamo=True, input_names=["input"], output_names=["output"],
-                                    dynamic_shapes=({0: dim, 2: dim, 3: dim},), opset_version=opset,
-                                    custom_translation_table=translation_table(), optimize=True, verbose=False)
+        try:
+            program = torch.onnx.export(twin, (example,), dynamo=True, input_names=["input"],
+                                        output_names=["output"], dynamic_shapes=({0: dim, 2: dim, 3: dim},),
+                                        opset_version=opset, custom_translation_table=translation_table(),
+                                        optimize=True, verbose=False)
+        except Exception as exc:  # the exporter's own error types; their messages run over many lines
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            raise I2NQError(f"torch's ONNX exporter cannot trace {getattr(model, 'arch', type(model).__name__)} "
+                            f"({type(exc).__name__}: {first[:200]})") from None
     return program.model_proto
