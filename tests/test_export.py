@@ -319,7 +319,10 @@ def test_tensorrt_flavor_is_fp16_with_constant_weights_and_only_tensorrt_ops(mod
     got = ReferenceEvaluator(proto).run(None, {"input": x.astype(np.float16)})[0]
     with torch.no_grad():
         want = models[4](torch.from_numpy(x)).numpy()
-    assert got.dtype == np.float16 and psnr(got, want) > 45
+    # fp16 activations move some values across a 4-bit decision boundary and the flips cascade through the net:
+    # on this tiny random model it measures 39-45 dB over seeds 0-3 (and differs by BLAS), so the bound is loose;
+    # a wrong graph (weights, levels or layout) lands far below it.
+    assert got.dtype == np.float16 and psnr(got, want) > 33
 
 
 # --- files, CLI, a consumer without i2nq or torch ----------------------------------------------------------------
