@@ -10,15 +10,20 @@ from i2nq.assets import shipped_model
 from onnx_equiv import assert_equivalent
 
 
-QUANTIZED = {"default": 4, "default-x2": 2}  # shipped I²NQ W4A4 models and their scales
-RECEPTIVE_FIELD = {"default": "21", "default-x2": "20"}  # 20.125 and 19.75 input pixels
+QUANTIZED = {"default": 4, "default-x2": 2, "animevideov3-x4-w4a4": 4, "animevideov3-x2-w4a4": 2}  # I²NQ W4A4, scale
+RECEPTIVE_FIELD = {"default": "21", "default-x2": "20",  # 20.125 and 19.75 input pixels
+                   "animevideov3-x4-w4a4": "19", "animevideov3-x2-w4a4": "19"}  # measured (Compact: 18 convs)
+# ONNX Runtime vs torch, dB. Compact is 16 plain 4-bit layers: a value that lands within rounding of a threshold
+# takes the other code in one runtime's convolution arithmetic and the flip spreads through the later layers
+# (measured 52.4 dB on this image; the EDSR blocks' residual paths damp it: >= 121 dB)
+MIN_PSNR = {"animevideov3-x4-w4a4": 45, "animevideov3-x2-w4a4": 45}
 
 
 def test_shipped_models_load_by_name():
     from i2nq.assets import model_names
     from i2nq.models import load
 
-    assert model_names() == ["default", "default-fp32", "default-x2"]
+    assert model_names() == ["animevideov3-x2-w4a4", "animevideov3-x4-w4a4", "default", "default-fp32", "default-x2"]
     q, f, q2 = load("default"), load("default-fp32"), load("default-x2")
     assert q.info.bits == q2.info.bits == "w4a4" and q.quant_config["method"] == q2.quant_config["method"] == "i2nq"
     assert f.info.bits == "fp32" and (q.info.arch, q.info.scale) == (f.info.arch, f.info.scale) == ("edsr-small", 4)
@@ -93,7 +98,13 @@ def test_shipped_onnx_matches_torch_on_a_real_image(name):
     with torch.no_grad():
         ref = load(name)(torch.from_numpy(x)).numpy()
     mse = float(((y - ref) ** 2).mean())
-    assert mse == 0 or 10 * np.log10(1 / mse) >= 60
+    assert mse == 0 or 10 * np.log10(1 / mse) >= MIN_PSNR.get(name, 60)
+    # the stricter check, independent of convolution arithmetic: every NUQuant node in ONNX Runtime gave the
+    # tie rule's code for the values it received
+    from i2nq.export.verify import verify_onnx
+
+    report = verify_onnx(shipped_model(name, ".onnx"), load(name), inputs=[x[..., :24, :32]], runtimes=("onnxruntime",))
+    assert report.ok, report.lines()
 
 
 @pytest.mark.parametrize("name", QUANTIZED)
