@@ -79,8 +79,8 @@ def report(args: argparse.Namespace, parent: torch.nn.Module) -> str:
         b = base[recipe]
         lines += [f"## LR by {recipe}", "",
                   f"bicubic {b['bicubic_psnr_y']:.3f} dB, float parent {b['psnr_y']:.3f} dB.", "",
-                  "| bits | mode | I²NQ PSNR | uniform PSNR | I²NQ - uniform | I²NQ fidelity | uniform fidelity |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+                  "| bits | mode | I²NQ PSNR | uniform PSNR | I²NQ - uniform | I²NQ - float | I²NQ fidelity | uniform fidelity |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for bits in BITS:
             for mode in ("ptq", "qat"):
                 got = {}
@@ -91,8 +91,10 @@ def report(args: argparse.Namespace, parent: torch.nn.Module) -> str:
                     continue
                 cell = lambda m, k: f"{got[m][k]:.3f}" if got[m] else "-"  # noqa: E731
                 diff = f"{got['i2nq']['psnr_y'] - got['uniform']['psnr_y']:+.3f}" if all(got.values()) else "-"
+                to_float = f"{got['i2nq']['psnr_y'] - b['psnr_y']:+.3f}" if got["i2nq"] else "-"
                 lines.append(f"| W{bits}A{bits} | {mode.upper()} | {cell('i2nq', 'psnr_y')} | {cell('uniform', 'psnr_y')} "
-                             f"| {diff} | {cell('i2nq', 'fidelity_psnr_y')} | {cell('uniform', 'fidelity_psnr_y')} |")
+                             f"| {diff} | {to_float} | {cell('i2nq', 'fidelity_psnr_y')} "
+                             f"| {cell('uniform', 'fidelity_psnr_y')} |")
         lines.append("")
     times = {n: json.loads((args.work / f"{n}.json").read_text())["seconds"] for n in JOBS
              if (args.work / f"{n}.json").exists()}
