@@ -177,7 +177,9 @@ def test_worker_killed_mid_segment_is_retried(cluster, model, single, rich_clip,
                                   backend_factory=factory) as farm:
         got = farm.upscale_video(rich_clip, tmp_path / "farm.mkv", crf=0, preset="superfast", progress=False)
         killed = int(marker.read_text())
-        assert killed in farm.pids  # one of the first workers died
+        now = [info["pid"] for info in ray.get([actor.ready.remote() for actor in farm.actors])]
+        assert killed in farm.pids and killed not in now and len(now) == 2  # Ray restarted it ...
+        assert farm.stats == {"tasks": 4, "tried_again": 0, "workers_lost": 0}  # ... and ran its segment again
     _assert_same_video(got, want)
 
 
@@ -229,9 +231,28 @@ ray.cloudpickle.register_pickle_by_value(scaleout_standins)
 factory = functools.partial(scaleout_standins.Slow, {model!r}, 0.02, {hang!r}, 40)
 with i2nq.DistributedUpscaler({model!r}, device="cpu", tile=16, batch=4, workers=2, threads=1, segment_seconds=0.5,
                               ray_address={address!r}, backend_factory=factory) as farm:
-    farm.upscale_video({clip!r}, {out!r}, crf=0, preset="superfast", progress=False)
+    try:
+        farm.upscale_video({clip!r}, {out!r}, crf=0, preset="superfast", progress=False)
+    except KeyboardInterrupt:
+        print("interrupted")
+        sys.exit(130)
 print("done")
 """
+
+
+def _start_and_wait(script: Path, folder: Path, records: int) -> tuple[subprocess.Popen, list[str]]:
+    """Run the job script until `records` segments are finished in its job folder."""
+    run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    done: list[str] = []
+    while time.monotonic() < deadline and run.poll() is None:
+        done = sorted(p.name for p in folder.glob("out.mkv.i2nq-job-*/0*.json"))
+        if len(done) >= records:
+            return run, done
+        time.sleep(0.05)
+    run.kill()
+    out, err = run.communicate()
+    raise AssertionError(f"no {records} segments finished in time: {err}")
 
 
 def test_resume_after_a_killed_job(cluster, model, single, tmp_path) -> None:
@@ -244,29 +265,42 @@ def test_resume_after_a_killed_job(cluster, model, single, tmp_path) -> None:
     script = tmp_path / "job.py"
     script.write_text(RESUMABLE.format(tests=str(Path(__file__).parent), model=str(model), hang=str(hang),
                                        address=cluster, clip=str(clip), out=str(out)))
-    run = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 90
-    records = []
-    while time.monotonic() < deadline and run.poll() is None:
-        records = sorted(p.name for p in tmp_path.glob("out.mkv.i2nq-job-*/0*.json"))
-        if len(records) >= 2:
-            break
-        time.sleep(0.05)
-    assert len(records) >= 2, run.stderr.read() if run.poll() is not None else "no segment finished in time"
+    run, _ = _start_and_wait(script, tmp_path, 2)
     run.send_signal(signal.SIGKILL)
-    run.wait()
-    run.stderr.close()
+    run.communicate()
     records = sorted(p.name for p in tmp_path.glob("out.mkv.i2nq-job-*/0*.json"))
     job = json.loads(next(tmp_path.glob("out.mkv.i2nq-job-*/job.json")).read_text())
     total = len(job["plan"]["segments"])
     assert not out.exists() and 2 <= len(records) < total == 8
+    damaged = next(tmp_path.glob(f"out.mkv.i2nq-job-*/{records[0][:-5]}.seg"))
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"?")  # no longer what its record says: redone
     hang.unlink()
     rerun = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{len(records)} of {total} segments are done already" in rerun.stderr
+    assert f"{len(records) - 1} of {total} segments are done already" in rerun.stderr
     want = single.upscale_video(clip, tmp_path / "single.mkv", crf=0, preset="superfast", progress=False)
     _assert_same_video(out, want)
     assert not list(tmp_path.glob("*.i2nq-job-*"))
+
+
+def test_interrupt_keeps_the_finished_segments(cluster, model, tmp_path) -> None:
+    """Ctrl-C in the middle: the job stops at once, says what it keeps, and leaves no partial output."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=48, keyint=6, bframes=2)
+    hang = tmp_path / "hang"
+    hang.touch()
+    script = tmp_path / "job.py"
+    script.write_text(RESUMABLE.format(tests=str(Path(__file__).parent), model=str(model), hang=str(hang),
+                                       address=cluster, clip=str(clip), out=str(tmp_path / "out.mkv")))
+    run, _ = _start_and_wait(script, tmp_path, 1)
+    start = time.monotonic()
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 130 and out.strip() == "interrupted" and time.monotonic() - start < 30
+    job = next(tmp_path.glob("out.mkv.i2nq-job-*"))
+    kept = len(list(job.glob("0*.json")))
+    assert f"stopped; {kept} finished segment(s) are kept in {job}: rerun the same command" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["clip.mp4", "hang", "job.py", job.name])
+    assert not [p for p in job.iterdir() if ".part" in p.name]
 
 
 def test_folder_batch_with_a_bad_file(farm, single, clip, tmp_path) -> None:
@@ -329,6 +363,17 @@ def test_without_ray_workers_is_a_one_line_error(model, clip, tmp_path) -> None:
     assert r.returncode == 2
     assert r.stderr == "i2nq: error: --workers and --ray need Ray, which is not installed: pip install 'i2nq[ray]'\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_cluster_is_a_one_line_error(model, clip, tmp_path) -> None:
+    import socket
+
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    r = _cli(["upscale", str(clip), "-o", str(tmp_path / "out.mp4"), "--model", str(model), "--ray", f"127.0.0.1:{port}"])
+    assert r.returncode == 2 and r.stderr.startswith(f"i2nq: error: cannot reach the Ray cluster at 127.0.0.1:{port}: ")
+    assert len(r.stderr.splitlines()) == 1 and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("args, message", [

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
 import time
 import warnings
@@ -244,6 +245,9 @@ class DistributedUpscaler:
                          "tensorrt": repr(tensorrt)}
         ray = self._ray = import_ray()
         self._started, self.actors, self._progress = False, [], None
+        #: The last job's tasks, how many were tried again after an error (in their data, or a worker that died more
+        #: often than Ray restarts it) and how many workers were lost for good.
+        self.stats = {"tasks": 0, "tried_again": 0, "workers_lost": 0}
         try:
             self._connect(ray, workers, ray_address, threads)
             gpus = ray.cluster_resources().get("GPU", 0) if str(device).lower() != "cpu" else 0
@@ -274,6 +278,7 @@ class DistributedUpscaler:
         quiet = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
         try:
             if address:
+                _check_reachable(address)  # Ray itself retries an unreachable address for good
                 ray.init(address=address, **quiet)
             else:
                 cpus = (workers or os.cpu_count() or 1) * (threads or max(1, (os.cpu_count() or 1) // (workers or 1)))
@@ -505,6 +510,7 @@ class DistributedUpscaler:
         bar = tqdm(total=total, initial=done_frames, unit="frame", desc=desc, disable=not progress,
                    dynamic_ncols=True, smoothing=0.1)
         polled = 0.0
+        self.stats = {"tasks": len(tasks), "tried_again": 0, "workers_lost": 0}
         try:
             while queue or running:
                 while queue and idle:
@@ -533,6 +539,7 @@ class DistributedUpscaler:
                     tries[task.key] = tries.get(task.key, 0) + 1
                     if tries[task.key] < DATA_TRIES:
                         queue.appendleft(task)
+                        self.stats["tried_again"] += 1
                     elif isinstance(task, VideoTask):
                         total -= task.frames
                         bar.total = total
@@ -554,8 +561,11 @@ class DistributedUpscaler:
                     if done_frames + partial > bar.n:
                         bar.update(done_frames + partial - bar.n)
         except BaseException as exc:
-            for ref in running:
-                ray.cancel(ref, force=True)
+            for ref in running:  # best effort: a worker busy with a model call finishes it (close() kills them)
+                try:
+                    ray.cancel(ref)
+                except Exception:
+                    pass
             if isinstance(exc, KeyboardInterrupt) and any(v.done for v in shown):
                 warnings.warn(f"stopped; {_kept(shown)}", stacklevel=3)
             raise
@@ -570,6 +580,7 @@ class DistributedUpscaler:
         except ray.exceptions.RayActorError as exc:  # died more often than Ray restarts it
             if actor in self.actors:
                 self.actors.remove(actor)
+                self.stats["workers_lost"] += 1
             return "error", f"its worker died ({_first_line(exc)})"
         except ray.exceptions.RayTaskError as exc:  # a bug: say what it was, in one line
             idle.append(actor)
@@ -586,6 +597,18 @@ def _kept(videos: list[_Video]) -> str:
     where = ", ".join(str(v.job.folder) for v in kept)
     count = sum(len(v.done) for v in kept)
     return f"{count} finished segment(s) are kept in {where}: rerun the same command to do only the rest"
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """I2NQError unless something listens at a host:port address (Ray's own connect retries without end)."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise I2NQError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} (start one there with "
+                        "`ray start --head`, or check the address)") from None
 
 
 def _first_line(exc: BaseException) -> str:
