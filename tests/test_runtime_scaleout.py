@@ -28,7 +28,8 @@ import pytest
 import i2nq
 from i2nq.errors import I2NQError
 
-ray = pytest.importorskip("ray")
+ray = pytest.importorskip("ray", reason="the scale-out tests need Ray: pip install 'i2nq[ray]' (the Ray-free "
+                               "parts are in test_runtime_scaleout_cli.py and test_runtime_segments.py)")
 
 import scaleout_standins  # noqa: E402  (after the skip: the workers get it by value, see `cluster`)
 from conftest import make_clip  # noqa: E402
@@ -292,10 +293,9 @@ def test_interrupt_keeps_the_finished_segments(cluster, model, tmp_path) -> None
     script.write_text(RESUMABLE.format(tests=str(Path(__file__).parent), model=str(model), hang=str(hang),
                                        address=cluster, clip=str(clip), out=str(tmp_path / "out.mkv")))
     run, _ = _start_and_wait(script, tmp_path, 1)
-    start = time.monotonic()
     run.send_signal(signal.SIGINT)
     out, err = run.communicate(timeout=60)
-    assert run.returncode == 130 and out.strip() == "interrupted" and time.monotonic() - start < 30
+    assert run.returncode == 130 and out.strip() == "interrupted"  # it did not wait for the hanging segments
     job = next(tmp_path.glob("out.mkv.i2nq-job-*"))
     kept = len(list(job.glob("0*.json")))
     assert f"stopped; {kept} finished segment(s) are kept in {job}: rerun the same command" in err
@@ -349,22 +349,6 @@ def _cli(args: list[str], code: str = "") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
 
 
-def test_without_the_flags_ray_is_not_imported(model, clip, tmp_path) -> None:
-    r = _cli(["upscale", str(clip), "-o", str(tmp_path / "out.mp4"), "--model", str(model), "--device", "cpu",
-              "--no-progress", "--preset", "ultrafast"])
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[-1] == "ray not imported" and (tmp_path / "out.mp4").is_file()
-    assert not list(tmp_path.glob("*.i2nq-job-*"))
-
-
-def test_without_ray_workers_is_a_one_line_error(model, clip, tmp_path) -> None:
-    hide = "sys.modules['ray'] = None; import i2nq.runtime.distributed, i2nq.runtime.segments"  # import fine
-    r = _cli(["upscale", str(clip), "-o", str(tmp_path / "out.mp4"), "--model", str(model), "--workers", "2"], hide)
-    assert r.returncode == 2
-    assert r.stderr == "i2nq: error: --workers and --ray need Ray, which is not installed: pip install 'i2nq[ray]'\n"
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_unreachable_cluster_is_a_one_line_error(model, clip, tmp_path) -> None:
     import socket
 
@@ -374,15 +358,6 @@ def test_unreachable_cluster_is_a_one_line_error(model, clip, tmp_path) -> None:
     r = _cli(["upscale", str(clip), "-o", str(tmp_path / "out.mp4"), "--model", str(model), "--ray", f"127.0.0.1:{port}"])
     assert r.returncode == 2 and r.stderr.startswith(f"i2nq: error: cannot reach the Ray cluster at 127.0.0.1:{port}: ")
     assert len(r.stderr.splitlines()) == 1 and list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--workers", "0"], "argument --workers: not a worker count: '0'"),
-    (["--segment-seconds", "2"], "i2nq: error: --segment-seconds cuts videos for --workers or --ray; give one of them"),
-])
-def test_bad_scaleout_options(model, clip, tmp_path, args, message) -> None:
-    r = _cli(["upscale", str(clip), "-o", str(tmp_path / "out.mp4"), "--model", str(model), *args])
-    assert r.returncode == 2 and message in r.stderr.strip().splitlines()[-1]  # argparse's usage, then one line
 
 
 class _nothing:
