@@ -36,6 +36,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     video.add_argument("--duration", type=_time, metavar="TIME",
                        help="upscale only this long a part, e.g. a preview (default: to the end)")
     video.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    from i2nq.runtime.scaleout_args import add_scaleout_args  # --workers, --ray (docs/scale-out.md)
+
+    add_scaleout_args(up)
     up.set_defaults(func=_upscale)
 
     inspect = subparsers.add_parser("inspect", help="what a model file holds: scale, bits, receptive field, sites",
@@ -95,6 +98,7 @@ def _upscale(args: argparse.Namespace) -> None:
 
     from i2nq.runtime.backends.tensorrt import TensorRTOptions
     from i2nq.runtime.image_io import DEFAULT_MAX_PIXELS
+    from i2nq.runtime.scaleout_args import scaleout_kwargs
     from i2nq.runtime.upscaler import upscale
 
     def failed(path, message: str) -> None:  # a folder batch goes on past a bad image: one line for it
@@ -107,7 +111,8 @@ def _upscale(args: argparse.Namespace) -> None:
     out = upscale(args.input, args.output, model=args.model, backend=args.backend, device=args.device, tile=args.tile,
                   overlap=args.overlap, batch=args.batch, overwrite=args.overwrite, max_pixels=max_pixels,
                   on_error=failed, tensorrt=trt, codec=args.codec, crf=args.crf, preset=args.preset,
-                  progress=args.progress, start=args.start, duration=args.duration)
+                  progress=args.progress, start=args.start, duration=args.duration,
+                  **scaleout_kwargs(args))
     print(f"wrote {out}")
 
 

@@ -201,9 +201,15 @@ def upscale(src: str | Path, dst: str | Path, model: str | Path = "default", bac
             device: str | int | None = None, tile: int | None = None, overlap: int | None = None,
             batch: int | None = None, overwrite: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
             on_error: Callable[[Path, str], None] | None = None, tensorrt: TensorRTOptions | None = None,
-            **video_options) -> Path:
-    """Check the job, then load the model and upscale an image, folder or video (what `i2nq upscale` runs)."""
+            workers: int | None = None, ray_address: str | None = None, **video_options) -> Path:
+    """Check the job, then load the model and upscale an image, folder or video (what `i2nq upscale` runs).
+    workers / ray_address: on the workers of a Ray cluster instead (i2nq.runtime.distributed)."""
     check_job(src, dst, overwrite)  # bad paths fail before a model is loaded
+    if workers is not None or ray_address is not None:
+        from i2nq.runtime.distributed import upscale_on_ray
+
+        return upscale_on_ray(src, dst, model, backend, device, tile, overlap, batch, overwrite, max_pixels, on_error,
+                              tensorrt, workers=workers, ray_address=ray_address, **video_options)
     with Upscaler(model, backend, device, tile, overlap, batch, max_pixels, tensorrt=tensorrt) as upscaler:
         return upscaler.upscale_path(src, dst, overwrite, on_error, **video_options)
 
