@@ -212,15 +212,21 @@ class _Timeline:
         self.held: deque = deque()
         self.times: list[int] = []  # heap of the held frames' timestamps
         self.last: int | None = None
-        self.offset = 0
+        self.offset = 0  # added to the timestamps after a clock restart
+        self.high: int | None = None  # the largest timestamp pushed (offset included)
         self.pending: tuple[av.VideoFrame, int] | None = None  # waits for the next timestamp: its duration
 
     def push(self, frame: av.VideoFrame) -> Iterator[tuple[av.VideoFrame, int, int]]:
         """(frame, timestamp, duration) for the frames that are placed now."""
         ts = frame.pts if frame.pts is not None else frame.dts
-        self.held.append((frame, ts))
         if ts is not None:
+            ts += self.offset
+            if self.high is not None and self.high - ts > self.jump:  # the clock restarted: go on after the rest
+                self.offset += self.high + self.step - ts
+                ts = self.high + self.step
+            self.high = ts if self.high is None else max(self.high, ts)
             heapq.heappush(self.times, ts)
+        self.held.append((frame, ts))
         while len(self.held) > REORDER_WINDOW:
             yield from self._place(*self.held.popleft())
 
@@ -230,7 +236,7 @@ class _Timeline:
             yield from self._place(*self.held.popleft())
         if self.pending is not None:
             frame, ts = self.pending
-            stop = None if end is None else end + self.offset
+            stop = None if end is None or self.offset else end  # (after a restart, `end` is on the old clock)
             yield frame, ts, stop - ts if stop is not None and stop > ts else self.step
             self.pending = None
 
@@ -238,13 +244,9 @@ class _Timeline:
         if raw is None:
             ts = 0 if self.last is None else self.last + self.step
         else:
-            ts = heapq.heappop(self.times) + self.offset
-            if self.last is not None and ts <= self.last:
-                if self.last - ts > self.jump:  # the clock restarted: go on after the previous frame
-                    self.offset += self.last + self.step - ts
-                    ts = self.last + self.step
-                else:
-                    ts = self.last + 1
+            ts = heapq.heappop(self.times)
+            if self.last is not None and ts <= self.last:  # a repeated timestamp, or one moved beyond the window
+                ts = self.last + 1
         if self.pending is not None:
             yield self.pending[0], self.pending[1], ts - self.pending[1]
         self.pending, self.last = (frame, ts), ts
@@ -503,6 +505,8 @@ class _Writer:
             pts = pts if self.last is None else max(pts, self.last + 1)
             duration = max(1, round((item.pts + item.duration) * item.time_base / tb) - pts)
         frame.pts, frame.time_base = pts, tb
+        if self.last is None and pts > 0 and self.sink.format.name == "avi":
+            self._empty_entry(0)  # AVI stores no start time: an empty entry first makes the first frame start late
         self.durations[pts] = duration
         self._mux(self.encoder.encode(frame))
         self.frames += 1
@@ -525,10 +529,14 @@ class _Writer:
             if isinstance(target, _Transcoder):
                 self.sink.mux(list(target.encode(None)))
         if self.sink.format.name == "avi" and self.last is not None and self.end - 1 > self.last:
-            packet = av.Packet(b"")
-            packet.pts = packet.dts = self.end - 1
-            packet.time_base, packet.stream = self.encoder.codec_context.time_base, self.encoder
-            self.sink.mux(packet)
+            self._empty_entry(self.end - 1)
+
+    def _empty_entry(self, pts: int) -> None:
+        """An AVI index entry without data at `pts`: the frame before it goes on being shown."""
+        packet = av.Packet(b"")
+        packet.pts = packet.dts = pts
+        packet.time_base, packet.stream = self.encoder.codec_context.time_base, self.encoder
+        self.sink.mux(packet)
 
     def _mux(self, packets: list[av.Packet]) -> None:
         for packet in packets:
