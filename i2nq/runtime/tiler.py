@@ -114,7 +114,8 @@ class Tiler:
         self.backend, self.scale = backend, meta.scale
         self.overlap = default_overlap(meta.receptive_field) if overlap is None else overlap
         if self.overlap < 0 or (tile is not None and tile < 0) or (batch is not None and batch < 1):
-            raise I2NQError("tile and overlap must be >= 0 and batch >= 1")
+            raise I2NQError(f"{option('--tile', 'tile')} and {option('--overlap', 'overlap')} must be >= 0 and "
+                            f"{option('--batch', 'batch')} >= 1")
         self.exact = meta.receptive_field is not None and self.overlap >= meta.receptive_field
         high = getattr(backend, "max_tile", None)  # duck-typed backends may lack the range attributes
         if max_memory == "auto" and getattr(backend, "device", "cpu") not in ("cpu", None):

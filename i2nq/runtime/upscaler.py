@@ -55,9 +55,9 @@ class Upscaler:
                  outscale: float | None = None, max_memory: int | str | None = "auto", fp16: bool = False,
                  progress: bool | None = None) -> None:
         if max_pixels is not None and max_pixels < 0:
-            raise I2NQError(f"max_pixels must be >= 0 (0: no limit), not {max_pixels}")
+            raise I2NQError(f"{option('--max-pixels', 'max_pixels')} must be >= 0 (0: no limit), not {max_pixels}")
         self.outscale = check_outscale(outscale)
-        if fp16 and backend == "tensorrt" and tensorrt is None:
+        if fp16 and backend in ("tensorrt", "auto") and tensorrt is None:  # (auto: used if it picks tensorrt)
             tensorrt = TensorRTOptions(tile=(tile, tile) if tile else None, batch=batch, fp16=True)
         engine_tile = (tile, tile) if tile else None
         self.backend: Backend = open_backend(model, backend, device, tile=engine_tile, batch=batch, tensorrt=tensorrt)
@@ -303,7 +303,8 @@ class Upscaler:
         kind = "folder" if src_path.is_dir() else "video" if is_video(src_path) else "image"
         video_only = ("codec", "crf", "preset", "start", "duration")
         if kind != "video" and (options.get("start") or options.get("duration") is not None):
-            raise I2NQError("start and duration select a part of a video; the input is not a video")
+            raise I2NQError(f"{option('--start', 'start')} and {option('--duration', 'duration')} select a part of "
+                            "a video; the input is not a video")
         if kind == "folder":  # a folder job always skips finished outputs (unless overwrite)
             options = {k: v for k, v in options.items() if k not in (*video_only, "skip_existing", "on_skip")}
             return self.upscale_folder(src_path, dst, overwrite, on_error, **options)

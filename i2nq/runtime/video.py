@@ -91,9 +91,9 @@ class Span:
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < float("inf"):
-            raise I2NQError(f"start must be a time >= 0, got {self.start}")
+            raise I2NQError(f"{option('--start', 'start')} must be a time >= 0, got {self.start}")
         if self.duration is not None and not 0 < self.duration < float("inf"):
-            raise I2NQError(f"duration must be a time > 0, got {self.duration}")
+            raise I2NQError(f"{option('--duration', 'duration')} must be a time > 0, got {self.duration}")
 
     @property
     def whole(self) -> bool:
