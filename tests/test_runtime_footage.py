@@ -163,3 +163,10 @@ def test_an_interrupt_keeps_nothing(upscaler, clip, tmp_path, monkeypatch) -> No
     with pytest.raises(KeyboardInterrupt):
         upscaler.upscale_video(clip, tmp_path / "out.mp4", progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_whole_frames_over_the_memory_budget_fail_before_anything_is_written(tiny_model, clip, tmp_path) -> None:
+    up = i2nq.Upscaler(tiny_model(scale=2), device="cpu", tile=0, max_memory=360_000)
+    with pytest.raises(I2NQError, match=r"whole 40x30 frames \(tile=0\) would need about .*; tile=\d+ fits"):
+        up.upscale_video(clip, tmp_path / "out.mp4", progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -68,7 +68,9 @@ def parse_size(text: str) -> int:
 
 
 def gib(n: float) -> str:
-    return f"{n / _GIB:.1f} GiB" if n >= _GIB / 10 else f"{n / (1 << 20):.0f} MiB"
+    if n >= _GIB / 10:
+        return f"{n / _GIB:.1f} GiB"
+    return f"{n / (1 << 20):.0f} MiB" if n >= 1 << 20 else f"{n / 1024:.0f} KiB"
 
 
 class GraphMemory:
