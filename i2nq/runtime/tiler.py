@@ -22,9 +22,9 @@ from i2nq.runtime.memory import gib, largest_tile, resolve_budget
 
 DEFAULT_TILE = 384  # input px: large enough that the overlap margins cost little, small enough for any device
 #: Default batch: about this many input pixels of tiles per model call (at least one tile). Below it the per-call
-#: overhead shows (on 2 CPU cores: tiles of 64-128 px ran 0.69-0.86x the pixel rate of a 384 px tile one at a
-#: time, 0.96-1.07x four at a time); above it a call only takes more memory. Smaller tiles thus get more of them
-#: per call, but never more pixels per call than the default tile: memory falls with the tile.
+#: overhead shows; above it a call only takes more memory. Smaller tiles thus get more of them per call, but never
+#: more pixels per call than the default tile: memory falls with the tile. (Shipped model, 2 CPU cores: tiles of
+#: 64/96/128 px ran 0.72/0.92/0.91x the default's rate per pixel computed; bench/results/runtime.md.)
 CALL_PIXELS = 256 * 256
 BATCH_PIXELS = CALL_PIXELS  # the former name
 
