@@ -71,6 +71,24 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     video.add_argument("--no-progress", dest="progress", action="store_false", help="the same as --quiet")
     up.set_defaults(func=_upscale)
 
+    cmp = subparsers.add_parser("compare", help="a crop sheet and a slider page: what each model does to your input",
+                                description="Upscale a crop of an image or of a video frame with bicubic and with "
+                                            "each model: NAME_compare.png (side by side) and NAME_compare.html "
+                                            "(a slider between bicubic and each model), to judge models before a "
+                                            "long run.")
+    cmp.add_argument("input", help="image or video file")
+    cmp.add_argument("--model", action="append", default=None,
+                     help="shipped model name, .onnx, .engine or checkpoint; repeat for more (default: default)")
+    cmp.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default: auto)")
+    cmp.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if any)")
+    cmp.add_argument("-o", "--output", default=None, help="output folder (default: beside the input)")
+    cmp.add_argument("--crop", type=_crop, default=None, metavar="X,Y,W[,H]",
+                     help="the crop in input pixels (default: the most detailed 96 px square)")
+    cmp.add_argument("--time", type=_time, default=None, metavar="TIME",
+                     help="a video's frame at this time (default: the middle)")
+    cmp.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
+    cmp.set_defaults(func=_compare)
+
     inspect = subparsers.add_parser("inspect", help="what a model file holds: scale, bits, receptive field, sites",
                                     description="Describe a model (a shipped name, .onnx, .safetensors checkpoint or "
                                                 ".engine): scale, bits, receptive field, quantized sites and "
@@ -121,6 +139,24 @@ def _pixels(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a pixel count: {text!r} (e.g. 400M, 1.5G or 400000000)") from None
     return int(value)
+
+
+def _crop(text: str) -> tuple[int, int, int, int]:
+    from i2nq.runtime.compare import parse_crop
+
+    try:
+        return parse_crop(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a crop: {text!r} (X,Y,W,H or X,Y,SIDE in input pixels)") from None
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from i2nq.runtime.compare import compare
+
+    sheet, page = compare(args.input, args.model or ["default"], args.output, backend=args.backend,
+                          device=args.device, crop=args.crop, at=args.time, overwrite=args.overwrite)
+    print(f"wrote {sheet} and {page}")
+    return 0
 
 
 def _size(text: str) -> int:
