@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Upscaler", "TensorRTOptions", "I2NQError", "__version__"]
+__all__ = ["Upscaler", "DistributedUpscaler", "TensorRTOptions", "I2NQError", "__version__"]
 
 from i2nq.errors import I2NQError
 
@@ -18,6 +18,10 @@ def __getattr__(name: str):
         from i2nq.runtime import Upscaler
 
         return Upscaler
+    if name == "DistributedUpscaler":  # scale-out on Ray (imports Ray only when one is made)
+        from i2nq.runtime.distributed import DistributedUpscaler
+
+        return DistributedUpscaler
     if name == "TensorRTOptions":
         from i2nq.runtime.backends.tensorrt import TensorRTOptions
 

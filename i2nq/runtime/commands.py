@@ -69,6 +69,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     video.add_argument("--duration", type=_time, metavar="TIME",
                        help="upscale only this long a part, e.g. a preview (default: to the end)")
     video.add_argument("--no-progress", dest="progress", action="store_false", help="the same as --quiet")
+    from i2nq.runtime.scaleout_args import add_scaleout_args  # --workers, --ray (docs/scale-out.md)
+
+    add_scaleout_args(up)
     up.set_defaults(func=_upscale)
 
     cmp = subparsers.add_parser("compare", help="a crop sheet and a slider page: what each model does to your input",
@@ -174,6 +177,7 @@ def _upscale(args: argparse.Namespace) -> int:
 
     from i2nq.runtime.backends.tensorrt import TensorRTOptions
     from i2nq.runtime.image_io import DEFAULT_MAX_PIXELS
+    from i2nq.runtime.scaleout_args import scaleout_kwargs
     from i2nq.runtime.upscaler import FolderResult, upscale
 
     def failed(path, message: str) -> None:  # a folder batch goes on past a bad image: one line for it
@@ -191,7 +195,8 @@ def _upscale(args: argparse.Namespace) -> int:
                   on_error=failed, tensorrt=trt, outscale=args.outscale, max_memory=max_memory, fp16=args.fp16,
                   progress=args.progress, suffix=args.suffix, format=args.format, quality=args.quality,
                   recursive=args.recursive, skip_existing=args.skip_existing, codec=args.codec, crf=args.crf,
-                  preset=args.preset, start=args.start, duration=args.duration, on_skip=skipped.append)
+                  preset=args.preset, start=args.start, duration=args.duration, on_skip=skipped.append,
+                  **scaleout_kwargs(args))
     if isinstance(out, FolderResult):
         print(out.summary())
     elif skipped:

@@ -369,14 +369,22 @@ def upscale(src: str | Path, dst: str | Path | None = None, model: str | Path = 
             batch: int | None = None, overwrite: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
             on_error: Callable[[Path, str], None] | None = None, tensorrt: TensorRTOptions | None = None, *,
             outscale: float | None = None, max_memory: int | str | None = "auto", fp16: bool = False,
-            progress: bool | None = None, **options) -> Path | FolderResult:
+            progress: bool | None = None, workers: int | None = None, ray_address: str | None = None,
+            **options) -> Path | FolderResult:
     """Check the job, then load the model and upscale an image, folder or video (what `i2nq upscale` runs).
 
     options: suffix, format, quality, recursive, skip_existing; codec, crf, preset, start, duration (see
-    Upscaler.upscale_path)."""
+    Upscaler.upscale_path). workers / ray_address: on the workers of a Ray cluster instead
+    (i2nq.runtime.distributed; segment_seconds among the options)."""
     naming = {k: options.get(k) for k in ("suffix", "format")}
     check_job(src, dst, overwrite, scale=check_outscale(outscale), skip_existing=bool(options.get("skip_existing")),
               **naming)  # bad paths fail before a model is loaded
+    if workers is not None or ray_address is not None:
+        from i2nq.runtime.distributed import upscale_on_ray
+
+        return upscale_on_ray(src, dst, model, backend, device, tile, overlap, batch, overwrite, max_pixels, on_error,
+                              tensorrt, workers=workers, ray_address=ray_address, outscale=outscale,
+                              max_memory=max_memory, fp16=fp16, progress=progress, **options)
     with Upscaler(model, backend, device, tile, overlap, batch, max_pixels, tensorrt=tensorrt, outscale=outscale,
                   max_memory=max_memory, fp16=fp16, progress=progress) as upscaler:
         return upscaler.upscale_path(src, dst, overwrite, on_error, **options)

@@ -717,6 +717,7 @@ def _run(source, video, copied, writer: _Writer, color: StreamColor, upscale, fr
                                     f"({float(video.duration * video.time_base):.2f} s), its data ends at {end:.2f} s")
         except av.error.FFmpegError as exc:
             failure = I2NQError(f"cannot decode {name} after {count} frames: {_reason(exc)}")
+            failure.decode_reason = _reason(exc)  # for a segment of scale-out (i2nq.runtime.segments)
             if not count:
                 raise failure from None
             pipe.soft = pipe.soft or failure
