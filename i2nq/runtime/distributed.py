@@ -409,8 +409,7 @@ class DistributedUpscaler:
         if not src.is_dir():
             raise I2NQError(f"{src} is not a folder")
         if recursive:
-            raise I2NQError("--recursive (recursive=) is not supported with --workers or --ray; run without them "
-                            "or upscale each subfolder")
+            raise I2NQError(_no_recursive())
         _check_quality(quality)
         dst = folder_output(src, dst, self.output_scale)
         files = sorted(p for p in src.iterdir()
@@ -637,6 +636,13 @@ class DistributedUpscaler:
         return result
 
 
+def _no_recursive() -> str:
+    from i2nq.errors import option
+
+    return (f"{option('--recursive', 'recursive=True')} is not supported with {option('--workers or --ray', 'workers')}"
+            "; upscale each subfolder, or run in one process")
+
+
 def _kept(videos: list[_Video]) -> str:
     kept = [v for v in videos if v.done]
     if not kept:
@@ -698,8 +704,7 @@ def upscale_on_ray(src: str | Path, dst: str | Path, model: str | Path = "defaul
     options: Upscaler.upscale_path's, and segment_seconds."""
     seconds = options.pop("segment_seconds", None) or SEGMENT_SECONDS
     if options.get("recursive"):  # before a cluster starts
-        raise I2NQError("--recursive (recursive=) is not supported with --workers or --ray; run without them "
-                        "or upscale each subfolder")
+        raise I2NQError(_no_recursive())
     with DistributedUpscaler(model, backend, device, tile, overlap, batch, max_pixels, tensorrt=tensorrt,
                              workers=workers, ray_address=ray_address, segment_seconds=seconds, outscale=outscale,
                              max_memory=max_memory, fp16=fp16) as farm:
