@@ -225,6 +225,41 @@ class _Packets:
             self.data.append(bytes(p))
 
 
+class _Lookahead:
+    """The source as _run reads it for one segment: past the segment's end, packets are only decoded to place its
+    last frames (the timeline's window, B-frames); one that fails to decode there ends the reading (a damaged
+    packet belongs to the next segment, which reports it), the frames read so far are finished as at the end."""
+
+    def __init__(self, source: av.container.InputContainer, end: int | None) -> None:
+        self.source, self.end, self.over = source, end, False
+
+    def __getattr__(self, name: str):
+        return getattr(self.source, name)
+
+    def demux(self, *streams) -> Iterator:
+        for packet in self.source.demux(*streams):
+            if self.over:
+                return
+            ts = packet.pts if packet.pts is not None else packet.dts
+            past = self.end is not None and packet.stream.type == "video" and ts is not None and ts >= self.end
+            yield _PastPacket(packet, self) if past else packet
+
+
+class _PastPacket:
+    def __init__(self, packet: av.Packet, reader: _Lookahead) -> None:
+        self.packet, self.reader = packet, reader
+
+    def __getattr__(self, name: str):
+        return getattr(self.packet, name)
+
+    def decode(self) -> list:
+        try:
+            return self.packet.decode()
+        except av.error.FFmpegError:
+            self.reader.over = True
+            return []
+
+
 class _SegmentWriter(_Writer):
     """_Writer that also notes the first frame's timestamp (encoder time base)."""
 
@@ -281,8 +316,8 @@ def encode_segment(src: Path, segment: Segment, tiler, options: VideoOptions, su
 
                 counter = _Counter(bar)
                 try:
-                    outcome = _run(source, video, [], writer, color, upscale, frames_per_call, counter,
-                                   _SegmentCut(part, segment), None)
+                    outcome = _run(_Lookahead(source, segment.end), video, [], writer, color, upscale,
+                                   frames_per_call, counter, _SegmentCut(part, segment), None)
                 except (av.error.FFmpegError, ValueError) as exc:
                     raise I2NQError(f"cannot encode video: {_reason(exc)}") from None
                 except I2NQError as exc:
