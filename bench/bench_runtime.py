@@ -5,6 +5,7 @@ Model: --model, else the shipped `default` ONNX export, else an untrained edsr-s
 with torch (speed does not depend on the weights). Writes nothing into the repository.
 
     python bench/bench_runtime.py [--model M] [--size 640x480] [--repeats 3] [--parts tiling,video,memory]
+    python bench/bench_runtime.py --parts tiles --tiles 64,96,128 --size 384x384   # tile size vs throughput
 """
 
 from __future__ import annotations
@@ -73,6 +74,31 @@ def bench_tiling(model: Path, width: int, height: int, repeats: int) -> dict:
             "max_diff": int(diff.max()), "frac_off": float((diff > 0).mean())}
 
 
+def bench_tiles(model: Path, width: int, height: int, repeats: int, sides: list[int | None]) -> list[dict]:
+    """Throughput of tile sides (None: the default) with their default batch, as ratios to the default tile
+    (median seconds, runs interleaved against drifting load); and the memory guard's estimate of one call."""
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), np.uint8)
+    ups = [Upscaler(model, device="cpu", tile=side) for side in sides]
+    for up in ups:
+        up.upscale(image[:64, :64])  # warm up
+    times: list[list[float]] = [[] for _ in ups]
+    for _ in range(repeats):
+        for up, t in zip(ups, times):
+            t.append(timed(lambda: up.upscale(image)))
+    base = statistics.median(times[0 if sides[0] is None else sides.index(None)])
+    rows = []
+    for side, up, t in zip(sides, ups, times):
+        plan_rows, plan_cols = up.tiler.plan(height, width)  # pixels the model computes, margins included
+        model_px = len(plan_rows.starts) * plan_rows.tile * len(plan_cols.starts) * plan_cols.tile
+        rows.append({"tile": up.tiler.tile[0], "batch": up.tiler.batch, "default": side is None,
+                     "seconds": statistics.median(t), "ratio": base / statistics.median(t), "model_px": model_px,
+                     "estimate_mb": (up.tiler.memory(up.tiler.batch, *up.tiler.tile) or 0) / 2**20})
+    default_px = next(r["model_px"] for r in rows if r["default"])
+    for r in rows:  # throughput per pixel the model computes: the per-call cost, without the margins' share
+        r["model_px_ratio"] = r["ratio"] * r["model_px"] / default_px
+    return rows
+
+
 def bench_video(model: Path, clip: Path, folder: Path) -> dict:
     """Model-only frames/s on the decoded frames vs end-to-end frames/s of upscale_video on the same clip."""
     upscaler = Upscaler(model, device="cpu")
@@ -131,6 +157,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clip", type=Path, default=None, help="video (default: the shipped sample clip)")
     parser.add_argument("--parts", default="tiling,video,memory", help="comma-separated parts to run")
+    parser.add_argument("--tiles", default="64,96,128", help="tile sides for the 'tiles' part (with the default)")
     parser.add_argument("--memory-size", type=int, default=8000, help="side of the large frame")
     parser.add_argument("--real-batches", type=int, default=3, help="batches really inferred in the memory probe")
     args = parser.parse_args()
@@ -144,6 +171,14 @@ def main() -> None:
             print(f"tiled vs whole ({t['size']}, tile {t['tile']}, overlap {t['overlap']}, batch {t['batch']}, "
                   f"{t['tiles']} tiles): whole {t['whole_s']:.2f} s, tiled {t['tiled_s']:.2f} s -> throughput ratio "
                   f"{t['throughput_ratio']:.2f}x; max diff {t['max_diff']} levels, {100 * t['frac_off']:.3f}% off")
+        if "tiles" in parts:
+            width, height = map(int, args.size.split("x"))
+            sides = [None] + [int(t) for t in args.tiles.split(",")]
+            for r in bench_tiles(model, width, height, args.repeats, sides):
+                print(f"tile {r['tile']}{' (default)' if r['default'] else ''}, batch {r['batch']} ({width}x{height}): "
+                      f"{r['seconds']:.2f} s -> throughput ratio {r['ratio']:.2f}x the default; model pixels "
+                      f"{r['model_px']} (margins included) -> {r['model_px_ratio']:.2f}x the default's rate per model "
+                      f"pixel; estimated call memory {r['estimate_mb']:.0f} MiB")
         if "video" in parts:
             v = bench_video(model, args.clip or sample("sample.mp4"), Path(tmp))
             print(f"video ({v['clip']}, {v['frames']} frames): model-only {v['model_fps']:.2f} fps, end-to-end "

@@ -14,7 +14,7 @@ import threading
 import warnings
 
 from i2nq import __version__
-from i2nq.errors import I2NQError
+from i2nq.errors import I2NQError, cli_wording
 
 COMMAND_MODULES = (
     "i2nq.calib.commands",
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     previous = _install_handlers()
     try:
-        return int(args.func(args) or 0)
+        with cli_wording():  # messages name options as --overwrite, not overwrite=True
+            return int(args.func(args) or 0)
     except I2NQError as exc:
         print(f"i2nq: error: {exc}", file=sys.stderr)
         return 2

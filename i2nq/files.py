@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from i2nq.errors import I2NQError
+from i2nq.errors import I2NQError, option
 
 try:  # POSIX: the temp-file locks; elsewhere temp files are neither locked nor cleaned up
     import fcntl
@@ -81,7 +81,7 @@ def check_destination(dst: str | Path, src: str | Path | None = None, overwrite:
     except FileNotFoundError:
         mode = None
     if mode is not None and not overwrite:
-        raise I2NQError(f"output {dst} exists; pass --overwrite (overwrite=True) to replace it")
+        raise I2NQError(f"output {dst} exists; pass {option('--overwrite', 'overwrite=True')} to replace it")
     if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
         raise I2NQError(f"output {dst} exists and is {_kind(mode)}, not a regular file; it is never replaced")
     with _lock:
@@ -128,6 +128,50 @@ def atomic_output(dst: str | Path, overwrite: bool | None = None) -> Iterator[Pa
         finally:
             if lock_fd is not None:
                 os.close(lock_fd)  # releases the lock, after the temp file is gone
+
+
+def keep_aside(tmp: Path, name: Path) -> Path:
+    """Publish a copy of the (finished) temp file `tmp` of an atomic_output block under `name`, or, when that
+    name is taken, `{stem}.{8 hex}{suffix}` beside it; never replaces anything. Returns the name it got. The
+    block's own output is unaffected (an error raised next still deletes `tmp`). Used to keep the finished part
+    of a job that failed midway."""
+    try:
+        _sync(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        for attempt in range(100):
+            kept = name if attempt == 0 else name.with_name(f"{name.stem}.{uuid.uuid4().hex[:8]}{name.suffix}")
+            try:
+                os.link(tmp, kept, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                if os.path.lexists(kept):
+                    continue
+                import shutil
+
+                shutil.copyfile(tmp, kept)  # no hard links here: a copy (the temp file is deleted next)
+            _sync_folder(kept.parent)
+            return kept
+    except OSError as exc:
+        raise I2NQError(f"cannot write {name}: {_reason(exc)}") from None
+    raise I2NQError(f"cannot find a free name beside {name}")  # pragma: no cover
+
+
+@contextmanager
+def scratch_file(dst: str | Path) -> Iterator[Path]:
+    """A temp file beside `dst`, named and locked like atomic_output's (so a leftover is cleaned up the same way),
+    that is always deleted at the end: for trial writes."""
+    tmp, lock_fd = _create_temp(Path(dst))
+    try:
+        yield tmp
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)
 
 
 def _create_temp(dst: Path) -> tuple[Path, int | None]:

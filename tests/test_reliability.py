@@ -79,7 +79,7 @@ def test_overwrite_replaces_and_is_what_check_destination_allowed(tmp_path) -> N
     dst = tmp_path / "out.bin"
     dst.write_bytes(b"old")
     os.chmod(dst, 0o640)
-    with pytest.raises(I2NQError, match="exists; pass --overwrite"):
+    with pytest.raises(I2NQError, match="exists; pass overwrite=True to replace it$"):  # the API's words
         check_destination(dst)
     check_destination(dst, overwrite=True)
     with atomic_output(dst) as tmp:

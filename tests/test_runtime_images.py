@@ -124,10 +124,12 @@ def test_folder(upscaler, tmp_path) -> None:
     for i, suffix in enumerate([".png", ".jpg", ".webp"]):
         cv2.imwrite(str(src / f"{i}{suffix}"), _image((10, 12, 3), seed=i))
     (src / "notes.txt").write_text("not an image")
-    written = upscaler.upscale_folder(src, tmp_path / "out")
+    with pytest.warns(UserWarning, match=r"left out 1 file that is not an image \(notes.txt\)"):
+        written = upscaler.upscale_folder(src, tmp_path / "out")
     assert [p.name for p in written] == ["0.png", "1.jpg", "2.webp"]
     assert all(read_image(p).shape == (20, 24, 3) for p in written)
     before = {p.name: p.stat().st_ino for p in written}
+    (src / "notes.txt").unlink()
     assert upscaler.upscale_folder(src, tmp_path / "out") == []  # a rerun skips the finished outputs
     assert {p.name: p.stat().st_ino for p in written} == before
     assert len(upscaler.upscale_folder(src, tmp_path / "out", overwrite=True)) == 3

@@ -133,3 +133,33 @@ def test_job_folder_keeps_what_matches_its_checksum(gops, tiny_model, tmp_path) 
         job.read(1, record)
     other = VideoJob(dst, "cd" * 32)
     assert other.folder != job.folder and other.others() == [job.folder] and other.load_plan() is None
+
+
+def _decoded(path: Path) -> tuple[list[int], list[np.ndarray], int | None]:
+    with av.open(str(path)) as c:
+        frames = [(f.pts, f.to_ndarray()) for f in c.decode(video=0)]
+        return [t for t, _ in frames], [a for _, a in frames], c.streams.video[0].duration
+
+
+@pytest.mark.parametrize("suffix, outscale", [(".mkv", 1.5), (".avi", None)])
+def test_joined_segments_are_the_single_process_output(gops, tiny_model, tmp_path, suffix, outscale) -> None:
+    """With an outscale (resized after the model), and into AVI (MPEG-4 Part 2, a coarser time base, the empty
+    index entries that place the first frame and make the last one last): the same frames at the same times."""
+    up = i2nq.Upscaler(tiny_model(scale=2), device="cpu", tile=0, outscale=outscale)
+    lossless = suffix != ".avi"
+    options = VideoOptions(crf=0, preset="superfast") if lossless else VideoOptions()
+    want = up.upscale_video(gops, tmp_path / f"single{suffix}", crf=options.crf, preset=options.preset,
+                            progress=False)
+    plan = plan_video(gops, 2, 1.0)
+    data = [encode_segment(gops, s, up.tiler, options, suffix, outscale=outscale) for s in plan.segments]
+    got = tmp_path / f"joined{suffix}"
+    join_segments(gops, got, lambda: (unpack_segment(d) for d in data), up.output_scale, options)
+    (a_times, a, a_length), (b_times, b, b_length) = _decoded(got), _decoded(want)
+    assert a_times == b_times and len(a) == 48 and a_length == b_length
+    with av.open(str(got)) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == ((60, 45) if outscale else (80, 60))
+    assert a[0].shape == b[0].shape
+    if lossless:
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    else:
+        assert max(np.abs(x.astype(int) - y).mean() for x, y in zip(a, b)) < 3

@@ -76,7 +76,9 @@ def test_tiles_fit_a_smaller_profile(trt: types.ModuleType, tiny_model) -> None:
     model = tiny_model(receptive_field=10)
     options = TensorRTOptions(min_shape=(1, 32, 32), max_shape=(2, 200, 300))
     up = i2nq.Upscaler(model, backend="tensorrt", device="cuda", tensorrt=options)
-    assert up.tiler.tile == (200, 300) and up.tiler.batch == 2  # default batch 4 at this tile, the engine's max 2
+    assert up.tiler.tile == (200, 300) and up.tiler.batch == 1  # default: about 256x256 input px a call
+    capped = i2nq.Upscaler(model, backend="tensorrt", device="cuda", batch=4, tensorrt=options)
+    assert capped.tiler.batch == 2  # never more than the engine's max batch
     frame = _frame(540, 960)
     np.testing.assert_array_equal(up.upscale(frame), frame.repeat(2, 0).repeat(2, 1))
     small = _frame(20, 50)

@@ -30,7 +30,10 @@ from pathlib import Path
 from i2nq.errors import I2NQError
 from i2nq.files import atomic_output, check_destination, check_source
 from i2nq.runtime.backends.tensorrt import TensorRTOptions
+from i2nq.runtime import progress as progress_bars
 from i2nq.runtime.image_io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, image_size, is_image
+from i2nq.runtime.outputs import folder_output, single_output
+from i2nq.runtime.rescale import check_outscale
 from i2nq.runtime.segments import (SEGMENT_SECONDS, Segment, VideoJob, VideoPlan, encode_segment, file_digest, job_key,
                                    plan_video, sha256)
 from i2nq.runtime.video import VIDEO_SUFFIXES, Span, VideoOptions, is_video
@@ -67,6 +70,9 @@ class WorkerSpec:
     tensorrt: TensorRTOptions | None = None
     threads: int | None = None
     backend_factory: Callable[[], object] | None = None
+    outscale: float | None = None
+    max_memory: int | str | None = "auto"
+    fp16: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ class ImageTask:
     name: str
     weight: int
     frames: int = 1
+    quality: int | None = None
 
 
 class _Reporter:
@@ -132,7 +139,8 @@ class Worker:
         try:
             if isinstance(task, VideoTask):
                 data = encode_segment(Path(task.src), task.segment, self.upscaler.tiler, task.options, task.suffix,
-                                      task.span, self.spec.threads, _Reporter(progress, task.key))
+                                      task.span, self.spec.threads, _Reporter(progress, task.key),
+                                      outscale=self.upscaler.outscale)
                 return "ok", (data, sha256(data))
             return "ok", self._image(task)
         except I2NQError as exc:
@@ -144,7 +152,7 @@ class Worker:
         with tempfile.TemporaryDirectory(prefix="i2nq-image-") as folder:
             out = Path(folder) / task.name
             try:
-                self.upscaler.upscale_file(Path(task.src), out, overwrite=True)
+                self.upscaler.upscale_file(Path(task.src), out, overwrite=True, quality=task.quality, progress=False)
             except I2NQError as exc:
                 raise I2NQError(str(exc).replace(str(out), task.name)) from None
             return out.read_bytes()
@@ -156,11 +164,12 @@ def _open_upscaler(spec: WorkerSpec):
 
     if spec.backend_factory is None:
         return Upscaler(spec.model, spec.backend, spec.device, spec.tile, spec.overlap, spec.batch, spec.max_pixels,
-                        tensorrt=spec.tensorrt)
+                        tensorrt=spec.tensorrt, outscale=spec.outscale, max_memory=spec.max_memory, fp16=spec.fp16,
+                        progress=False)
     up = Upscaler.__new__(Upscaler)  # the same object on a stand-in backend
     up.backend = spec.backend_factory()
-    up.tiler = Tiler(up.backend, tile=spec.tile, overlap=spec.overlap, batch=spec.batch)
-    up.max_pixels = spec.max_pixels
+    up.tiler = Tiler(up.backend, tile=spec.tile, overlap=spec.overlap, batch=spec.batch, max_memory=spec.max_memory)
+    up.max_pixels, up.outscale, up.progress = spec.max_pixels, check_outscale(spec.outscale), False
     return up
 
 
@@ -190,7 +199,6 @@ class _Video:
     job: VideoJob
     options: VideoOptions
     span: Span
-    declared: int | None
     done: dict[int, dict] = field(default_factory=dict)
     failed: tuple[Segment, str] | None = None  # the first segment that failed for good, and why
 
@@ -221,7 +229,8 @@ class DistributedUpscaler:
     close(). A cluster this process already joined (ray.init) is used as it is. threads: CPU threads per worker
     (model, decoder, encoder; default: this machine's CPUs shared among the workers for a local cluster, else 1).
     segment_seconds: the length video is cut into (at keyframes). backend_factory: a picklable callable returning a
-    Backend, used by each worker instead of opening `model` (stand-ins for tests and benchmarks).
+    Backend, used by each worker instead of opening `model` (stand-ins for tests and benchmarks). outscale,
+    max_memory, fp16: as `Upscaler`'s, for every worker.
 
     Use it as a context manager, or call close(): it stops the workers (and a cluster it started).
     """
@@ -230,7 +239,8 @@ class DistributedUpscaler:
                  tile: int | None = None, overlap: int | None = None, batch: int | None = None,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, *, tensorrt: TensorRTOptions | None = None,
                  workers: int | None = None, ray_address: str | None = None, threads: int | None = None,
-                 segment_seconds: float = SEGMENT_SECONDS, backend_factory: Callable[[], object] | None = None) -> None:
+                 segment_seconds: float = SEGMENT_SECONDS, backend_factory: Callable[[], object] | None = None,
+                 outscale: float | None = None, max_memory: int | str | None = "auto", fp16: bool = False) -> None:
         if workers is not None and workers < 1:
             raise I2NQError(f"--workers must be at least 1, not {workers}")
         if threads is not None and threads < 1:
@@ -239,10 +249,11 @@ class DistributedUpscaler:
             raise I2NQError(f"segment length must be > 0 seconds, not {segment_seconds}")
         if max_pixels is not None and max_pixels < 0:
             raise I2NQError(f"max_pixels must be >= 0 (0: no limit), not {max_pixels}")
+        self.outscale = check_outscale(outscale)
         self.model_identity = _model_identity(model, backend_factory)  # a missing model fails before Ray starts
         self.max_pixels, self.segment_seconds = max_pixels, segment_seconds
         self.settings = {"backend": backend, "device": device, "tile": tile, "overlap": overlap, "batch": batch,
-                         "tensorrt": repr(tensorrt)}
+                         "tensorrt": repr(tensorrt), "outscale": self.outscale, "fp16": fp16}
         ray = self._ray = import_ray()
         self._started, self.actors, self._progress = False, [], None
         #: The last job's tasks, how many were tried again after an error (in their data, or a worker that died more
@@ -258,7 +269,7 @@ class DistributedUpscaler:
                 threads = max(1, (os.cpu_count() or 1) // workers) if self._started else 1
             share = min(1.0, gpus / workers) if gpus else 0
             spec = WorkerSpec(str(model), backend, "cuda" if share else device, tile, overlap, batch, max_pixels,
-                              tensorrt, threads, backend_factory)
+                              tensorrt, threads, backend_factory, self.outscale, max_memory, fp16)
             actor = ray.remote(Worker).options(num_cpus=0 if share else threads, num_gpus=share,
                                                max_restarts=RESTARTS, max_task_retries=RESTARTS)
             self.actors = [actor.remote(spec) for _ in range(workers)]
@@ -271,6 +282,11 @@ class DistributedUpscaler:
         self.scale = infos[0]["scale"]
         self.backend_name = infos[0]["backend"]
         self.pids = [info["pid"] for info in infos]
+
+    @property
+    def output_scale(self) -> float:
+        """The output's size over the input's: `outscale`, else the model's scale (names outputs)."""
+        return self.outscale if self.outscale is not None else self.scale
 
     def _connect(self, ray, workers: int | None, address: str | None, threads: int | None) -> None:
         if ray.is_initialized():
@@ -332,48 +348,70 @@ class DistributedUpscaler:
 
     # --- jobs ---
 
-    def upscale_video(self, src: str | Path, dst: str | Path, codec: str = "libx264", crf: int = 18,
-                      preset: str = "medium", overwrite: bool = False, progress: bool = True, start: float = 0.0,
-                      duration: float | None = None) -> Path:
-        """`Upscaler.upscale_video` on the workers: the same output, resumable (see the module's notes)."""
-        from i2nq.runtime.upscaler import _check_kind
+    def upscale_video(self, src: str | Path, dst: str | Path | None = None, codec: str | None = None, crf: int = 18,
+                      preset: str = "medium", overwrite: bool = False, progress: bool | None = True,
+                      start: float = 0.0, duration: float | None = None, *, suffix: str | None = None,
+                      format: str | None = None, skip_existing: bool = False,
+                      on_skip: Callable[[Path], None] | None = None) -> Path:
+        """`Upscaler.upscale_video` on the workers: the same output, resumable (see the module's notes).
+        progress: one bar for the job (None: when stderr is a terminal)."""
+        from i2nq.runtime.upscaler import _check_kind, _is_file, _skip
 
         span = Span(start, duration)
         src = _check_kind(check_source(src), VIDEO_SUFFIXES, "input video")
+        dst = single_output(src, dst, self.output_scale, suffix, format, "video")
+        if skip_existing and _is_file(dst):
+            return _skip(dst, on_skip)
         dst = _check_kind(check_destination(dst, src, overwrite), VIDEO_SUFFIXES, "output video")
         video = self._video(src, dst, VideoOptions(codec=codec, crf=crf, preset=preset), span)
         self._schedule([video.task(s) for s in video.plan.segments if s.index not in video.done], {id(video): video},
-                       [video], progress, src.name)
+                       [video], progress_bars.shown(progress), src.name)
         if video.failure:
             raise I2NQError(video.failure)
         self._join(video)
         return dst
 
-    def upscale_file(self, src: str | Path, dst: str | Path, overwrite: bool = False) -> Path:
-        """One image on one worker (as `Upscaler.upscale_file`)."""
-        from i2nq.runtime.upscaler import _check_kind
+    def upscale_file(self, src: str | Path, dst: str | Path | None = None, overwrite: bool = False, *,
+                     suffix: str | None = None, format: str | None = None, quality: int | None = None,
+                     skip_existing: bool = False, progress: bool | None = None,
+                     on_skip: Callable[[Path], None] | None = None) -> Path:
+        """One image on one worker (as `Upscaler.upscale_file`; no progress bar)."""
+        from i2nq.runtime.upscaler import _check_kind, _check_quality, _is_file, _skip
 
         src = _check_kind(check_source(src), IMAGE_SUFFIXES, "input image")
+        if src.is_dir():
+            raise I2NQError(f"{src} is a folder; upscale_folder upscales folders")
+        dst = single_output(src, dst, self.output_scale, suffix, format, "image")
+        if skip_existing and _is_file(dst):
+            return _skip(dst, on_skip)
         dst = _check_kind(check_destination(dst, src, overwrite), IMAGE_SUFFIXES, "output image")
+        _check_quality(quality)
         failed = []
-        self._schedule([self._image_task(src, dst)], {}, [], False, src.name,
+        self._schedule([self._image_task(src, dst, quality)], {}, [], False, src.name,
                        lambda task, message: failed.append(message))
         if failed:
             raise I2NQError(failed[0])
         return dst
 
-    def upscale_folder(self, src: str | Path, dst: str | Path, overwrite: bool = False,
-                       on_error: Callable[[Path, str], None] | None = None, progress: bool = True,
-                       codec: str = "libx264", crf: int = 18, preset: str = "medium") -> list[Path]:
-        """Every image and video in folder `src` into folder `dst`, same names, as tasks spread over the workers
-        by pixel count (largest first). As `Upscaler.upscale_folder`: a file that fails is reported through
-        `on_error(path, message)` (default: a warning) and the others go on; outputs that exist are skipped
-        unless `overwrite`; FolderError at the end names how many failed."""
-        from i2nq.runtime.upscaler import FolderError, _is_file, _warn
+    def upscale_folder(self, src: str | Path, dst: str | Path | None = None, overwrite: bool = False,
+                       on_error: Callable[[Path, str], None] | None = None, progress: bool | None = True,
+                       codec: str | None = None, crf: int = 18, preset: str = "medium", *, recursive: bool = False,
+                       suffix: str | None = None, format: str | None = None, quality: int | None = None):
+        """Every image and video in folder `src` into folder `dst` (None: `NAME_x4` beside it), same names unless
+        `suffix` or `format` are given (images), as tasks spread over the workers by pixel count (largest first).
+        As `Upscaler.upscale_folder`: a file that fails is reported through `on_error(path, message)` (default: a
+        warning) and the others go on; outputs that exist are skipped unless `overwrite`; FolderError at the end
+        names how many failed. Returns a FolderResult (the outputs written, with `.skipped` and `.failed`).
+        recursive: not on workers (an I2NQError)."""
+        from i2nq.runtime.upscaler import FolderError, FolderResult, _check_quality, _is_file, _warn
 
-        src, dst = check_source(src), Path(dst)
+        src = check_source(src)
         if not src.is_dir():
             raise I2NQError(f"{src} is not a folder")
+        if recursive:
+            raise I2NQError(_no_recursive())
+        _check_quality(quality)
+        dst = folder_output(src, dst, self.output_scale)
         files = sorted(p for p in src.iterdir()
                        if (is_image(p) or is_video(p)) and not p.name.startswith(".") and not p.is_dir())
         if not files:
@@ -396,7 +434,8 @@ class DistributedUpscaler:
             report(path, message if path.name in message else f"{path}: {message}")
 
         for path in files:
-            out = dst / path.name
+            out = dst / (path.name if is_video(path) or (suffix is None and format is None) else
+                         single_output(path, None, self.output_scale, suffix or "", format, "image").name)
             if not overwrite and _is_file(out):
                 skipped.append(out)
                 continue
@@ -410,7 +449,7 @@ class DistributedUpscaler:
                         self._join(video)
                         written.append(out)
                 else:
-                    tasks.append(self._image_task(path, out))
+                    tasks.append(self._image_task(path, out, quality))
             except I2NQError as exc:
                 fail(path, str(exc))
 
@@ -427,29 +466,37 @@ class DistributedUpscaler:
         def image_done(task: ImageTask) -> None:
             written.append(dst / task.name)
 
-        self._schedule(tasks, videos, list(videos.values()), progress, src.name, image_failed, video_done, image_done)
+        self._schedule(tasks, videos, list(videos.values()), progress_bars.shown(progress), src.name, image_failed,
+                       video_done, image_done)
         for video in videos.values():
             if video.failure:
                 fail(video.src, video.failure)
         if failed:
             raise FolderError(written, skipped, failed, dst)
-        return written
+        result = FolderResult(written)
+        result.skipped, result.folder = skipped, dst
+        return result
 
-    def upscale_path(self, src: str | Path, dst: str | Path, overwrite: bool = False,
-                     on_error: Callable[[Path, str], None] | None = None, **video_options) -> Path:
-        """An image, a folder or a video (chosen by what `src` is) into `dst`, as `Upscaler.upscale_path`."""
+    def upscale_path(self, src: str | Path, dst: str | Path | None = None, overwrite: bool = False,
+                     on_error: Callable[[Path, str], None] | None = None, **options):
+        """An image, a folder or a video (chosen by what `src` is) into `dst`, as `Upscaler.upscale_path` (the same
+        options); a folder's videos are upscaled too, cut into segments."""
+        from i2nq.errors import option
         from i2nq.runtime.upscaler import check_job
 
         kind = check_job(src, dst, overwrite)
-        if kind != "video" and (video_options.get("start") or video_options.get("duration") is not None):
-            raise I2NQError("start and duration select a part of a video; the input is not a video")
-        if kind == "folder":
-            keep = {k: video_options[k] for k in ("progress", "codec", "crf", "preset") if k in video_options}
-            self.upscale_folder(src, dst, overwrite, on_error, **keep)
-            return Path(dst)
+        if kind != "video" and (options.get("start") or options.get("duration") is not None):
+            raise I2NQError(f"{option('--start', 'start')} and {option('--duration', 'duration')} select a part of "
+                            "a video; the input is not a video")
+        if kind == "folder":  # a folder job always skips finished outputs (unless overwrite)
+            keep = ("progress", "codec", "crf", "preset", "recursive", "suffix", "format", "quality")
+            return self.upscale_folder(src, dst, overwrite, on_error, **{k: v for k, v in options.items() if k in keep})
+        options.pop("recursive", None)
         if kind == "video":
-            return self.upscale_video(src, dst, overwrite=overwrite, **video_options)
-        return self.upscale_file(src, dst, overwrite)
+            options.pop("quality", None)
+            return self.upscale_video(src, dst, overwrite=overwrite, **options)
+        options = {k: v for k, v in options.items() if k not in ("codec", "crf", "preset", "start", "duration")}
+        return self.upscale_file(src, dst, overwrite, **options)
 
     # --- internals ---
 
@@ -461,26 +508,25 @@ class DistributedUpscaler:
                     "suffix": dst.suffix.lower(), "scale": self.scale}
         job = VideoJob(dst, job_key(identity))
         plan = job.load_plan()
-        declared = _declared_frames(src) if span.whole else None
         if plan is None:
             plan = plan_video(src, self.workers, self.segment_seconds, span, self.max_pixels)
             for other in job.others():
                 warnings.warn(f"{other} is the job folder of an earlier run with another source, model or options; "
                               "it is left as it is (delete it if you do not need it)", stacklevel=3)
             job.start(plan, identity)
-        video = _Video(src, dst, plan, job, options, span, declared)
+        video = _Video(src, dst, plan, job, options, span)
         video.done = job.finished(plan)
         if video.done:
             warnings.warn(f"resuming {job.folder.name}: {len(video.done)} of {len(plan.segments)} segments are "
                           "done already", stacklevel=3)
         return video
 
-    def _image_task(self, src: Path, dst: Path) -> ImageTask:
+    def _image_task(self, src: Path, dst: Path, quality: int | None = None) -> ImageTask:
         try:
             width, height = image_size(src)
         except I2NQError:
             width = height = 1  # the worker reports why it cannot be read
-        return ImageTask(str(dst), str(src), dst.name, width * height)
+        return ImageTask(str(dst), str(src), dst.name, width * height, quality=quality)
 
     def _join(self, video: _Video) -> None:
         from i2nq.runtime.segments import join_segments
@@ -489,7 +535,7 @@ class DistributedUpscaler:
             for seg in video.plan.segments:
                 yield video.job.read(seg.index, video.done[seg.index])
 
-        join_segments(video.src, video.dst, segments, self.scale, video.options, video.span, video.declared)
+        join_segments(video.src, video.dst, segments, self.output_scale, video.options, video.span)
         video.job.remove()
 
     def _schedule(self, tasks: list, videos: dict[int, _Video], shown: list[_Video], progress: bool, desc: str,
@@ -590,6 +636,13 @@ class DistributedUpscaler:
         return result
 
 
+def _no_recursive() -> str:
+    from i2nq.errors import option
+
+    return (f"{option('--recursive', 'recursive=True')} is not supported with {option('--workers or --ray', 'workers')}"
+            "; upscale each subfolder, or run in one process")
+
+
 def _kept(videos: list[_Video]) -> str:
     kept = [v for v in videos if v.done]
     if not kept:
@@ -622,14 +675,6 @@ def _version() -> str:
     return __version__
 
 
-def _declared_frames(src: Path) -> int | None:
-    """The frame count the header states, which the single-process path holds a whole video to."""
-    from i2nq.runtime.segments import open_video
-
-    with open_video(src) as source:
-        return source.streams.video[0].frames or None if source.streams.video else None
-
-
 def _model_identity(model: str | Path, factory: Callable | None) -> dict:
     """What makes a model the same model for a rerun: its files' contents (or the stand-in factory)."""
     if factory is not None:
@@ -653,9 +698,14 @@ def upscale_on_ray(src: str | Path, dst: str | Path, model: str | Path = "defaul
                    device: str | int | None = None, tile: int | None = None, overlap: int | None = None,
                    batch: int | None = None, overwrite: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                    on_error: Callable[[Path, str], None] | None = None, tensorrt: TensorRTOptions | None = None, *,
-                   workers: int | None = None, ray_address: str | None = None, **video_options) -> Path:
-    """What `i2nq upscale ... --workers N / --ray ADDRESS` runs (i2nq.runtime.upscaler.upscale hands over)."""
-    seconds = video_options.pop("segment_seconds", None) or SEGMENT_SECONDS
+                   workers: int | None = None, ray_address: str | None = None, outscale: float | None = None,
+                   max_memory: int | str | None = "auto", fp16: bool = False, **options):
+    """What `i2nq upscale ... --workers N / --ray ADDRESS` runs (i2nq.runtime.upscaler.upscale hands over).
+    options: Upscaler.upscale_path's, and segment_seconds."""
+    seconds = options.pop("segment_seconds", None) or SEGMENT_SECONDS
+    if options.get("recursive"):  # before a cluster starts
+        raise I2NQError(_no_recursive())
     with DistributedUpscaler(model, backend, device, tile, overlap, batch, max_pixels, tensorrt=tensorrt,
-                             workers=workers, ray_address=ray_address, segment_seconds=seconds) as farm:
-        return farm.upscale_path(src, dst, overwrite, on_error, **video_options)
+                             workers=workers, ray_address=ray_address, segment_seconds=seconds, outscale=outscale,
+                             max_memory=max_memory, fp16=fp16) as farm:
+        return farm.upscale_path(src, dst, overwrite, on_error, **options)

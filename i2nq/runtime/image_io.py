@@ -20,7 +20,7 @@ import cv2
 import imagesize
 import numpy as np
 
-from i2nq.errors import I2NQError
+from i2nq.errors import I2NQError, option
 from i2nq.files import atomic_output
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
@@ -60,7 +60,7 @@ def check_pixels(path: Path | str, width: int, height: int, max_pixels: int | No
     """I2NQError when width x height is above `max_pixels` (None or 0: no limit)."""
     if max_pixels and width * height > max_pixels:
         raise I2NQError(f"{path} is {width}x{height} = {width * height / 1e6:.0f} megapixels, over the limit of "
-                        f"{max_pixels / 1e6:g} megapixels; pass --max-pixels (max_pixels=) to raise it")
+                        f"{max_pixels / 1e6:g} megapixels; pass {option('--max-pixels', 'max_pixels=')} to raise it")
 
 
 def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -107,17 +107,21 @@ def check_output_size(path: Path, height: int, width: int) -> None:
                         f"pixels a side: write .png or .tif")
 
 
-def write_image(path: Path, image: np.ndarray, overwrite: bool | None = None) -> None:
+DEFAULT_QUALITY = 95  # JPEG and WebP
+
+
+def write_image(path: Path, image: np.ndarray, overwrite: bool | None = None, quality: int | None = None) -> None:
     """Encode by suffix (16-bit kept where the format allows, alpha dropped for JPEG) via a temp file."""
-    write_image_rows(path, image.shape, image.dtype, [image], overwrite)
+    write_image_rows(path, image.shape, image.dtype, [image], overwrite, quality)
 
 
 def write_image_rows(path: Path, shape: tuple[int, ...], dtype: np.dtype, strips: Iterable[np.ndarray],
-                     overwrite: bool | None = None) -> None:
+                     overwrite: bool | None = None, quality: int | None = None) -> None:
     """Encode an image of `shape` (HxW, HxWxC) and `dtype` given as strips of whole rows, top to bottom, via a
     temp file. PNG is encoded strip by strip as the strips come; other formats are gathered first.
 
-    overwrite: as atomic_output (None: as check_destination decided)."""
+    overwrite: as atomic_output (None: as check_destination decided). quality: JPEG/WebP quality 1-100 (default
+    95; lossless formats ignore it)."""
     path = Path(path)
     suffix = path.suffix.lower()
     height, width = shape[:2]
@@ -129,7 +133,7 @@ def write_image_rows(path: Path, shape: tuple[int, ...], dtype: np.dtype, strips
             return
         image = np.empty(shape, dtype)
         _gather(image, strips)
-        encoded = _encode(suffix, image)
+        encoded = _encode(suffix, image, quality)
         encoded.tofile(tmp)
 
 
@@ -143,13 +147,14 @@ def _gather(image: np.ndarray, strips: Iterable[np.ndarray]) -> None:
         raise RuntimeError(f"image strips hold {row} rows, expected {len(image)}")
 
 
-def _encode(suffix: str, image: np.ndarray) -> np.ndarray:
+def _encode(suffix: str, image: np.ndarray, quality: int | None = None) -> np.ndarray:
     if suffix in EIGHT_BIT_ONLY and image.dtype == np.uint16:
         image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if suffix in NO_ALPHA and image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
-    params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
-              ".webp": [cv2.IMWRITE_WEBP_QUALITY, 95]}.get(suffix, [])
+    q = DEFAULT_QUALITY if quality is None else int(quality)
+    params = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, q], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, q],
+              ".webp": [cv2.IMWRITE_WEBP_QUALITY, q]}.get(suffix, [])
     try:
         ok, encoded = cv2.imencode(suffix, image, params)
     except cv2.error as exc:

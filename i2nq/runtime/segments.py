@@ -41,11 +41,13 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 from i2nq.errors import I2NQError
 from i2nq.files import atomic_output
-from i2nq.runtime.video import (COPIED_STREAMS, Span, StreamColor, VideoOptions, _add_encoder, _carry, _Cut,
-                                _display_matrix, _reason, _run, _Transcoder)
+from i2nq.runtime.rescale import output_size, resize
+from i2nq.runtime.video import COPIED_STREAMS, Span, StreamColor, VideoOptions, _Cut, _reason, _run, _Writer
+from i2nq.runtime.video import _Packets as _VideoPackets
 
 #: Seconds of video per segment by default (segments start at keyframes, so they are at least a GOP long).
 SEGMENT_SECONDS = 6.0
@@ -128,8 +130,10 @@ def plan_video(src: Path, parts: int, seconds: float = SEGMENT_SECONDS, span: Sp
         tb = video.time_base
         rate = video.average_rate or video.guessed_rate
         times, keys, timeless = [], set(), False
+        stats = _VideoPackets()
         try:
             for packet in source.demux(video):
+                stats.add(packet)
                 if packet.size == 0:
                     continue
                 if packet.pts is None:
@@ -141,6 +145,10 @@ def plan_video(src: Path, parts: int, seconds: float = SEGMENT_SECONDS, span: Sp
                     keys.add(packet.pts)
         except av.error.FFmpegError as exc:
             raise I2NQError(f"cannot read video {src}: {_reason(exc)}") from None
+        if cut is None and stats.truncated(video):  # as the single-process path finds at its end
+            end = float(stats.end * video.time_base) if stats.end is not None else 0.0
+            raise I2NQError(f"{src.name} is truncated or corrupt: its header promises {video.frames} frames "
+                            f"({float(video.duration * video.time_base):.2f} s), its data ends at {end:.2f} s")
         width, height = video.codec_context.width, video.codec_context.height
         origin = cut.start if cut is not None else (source.start_time or 0) / av.time_base
     if not times:
@@ -182,6 +190,7 @@ class _SegmentCut:
         self.part, self.segment = part, segment
         self.origin = part.origin if part is not None else 0.0
         self.start = self.origin + segment.begin  # named in the error for a segment without frames
+        self.end = part.end if part is not None else math.inf  # the part's end clips the last frame's duration
 
     def position(self, ts: int, time_base: Fraction) -> int:
         seg = self.segment
@@ -196,11 +205,17 @@ class _SegmentCut:
 
 
 class _Packets:
-    """A sink for _run: keeps the encoder's packets instead of muxing them."""
+    """The sink of a segment's _Writer: an output container that is never started (it gives the encoder the
+    output's container format and flags), whose mux keeps the encoder's packets instead of writing them. AVI's
+    empty index entries (no data) are left to the join, which knows where the whole output starts and ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, shell: av.container.OutputContainer) -> None:
+        self.shell = shell
         self.rows: list[list] = []
         self.data: list[bytes] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.shell, name)
 
     def mux(self, packets: av.Packet | Iterable[av.Packet]) -> None:
         for p in [packets] if isinstance(packets, av.Packet) else packets:
@@ -210,16 +225,72 @@ class _Packets:
             self.data.append(bytes(p))
 
 
+class _Lookahead:
+    """The source as _run reads it for one segment: past the segment's end, packets are only decoded to place its
+    last frames (the timeline's window, B-frames); one that fails to decode there ends the reading (a damaged
+    packet belongs to the next segment, which reports it), the frames read so far are finished as at the end."""
+
+    def __init__(self, source: av.container.InputContainer, end: int | None) -> None:
+        self.source, self.end, self.over = source, end, False
+
+    def __getattr__(self, name: str):
+        return getattr(self.source, name)
+
+    def demux(self, *streams) -> Iterator:
+        for packet in self.source.demux(*streams):
+            if self.over:
+                return
+            ts = packet.pts if packet.pts is not None else packet.dts
+            past = self.end is not None and packet.stream.type == "video" and ts is not None and ts >= self.end
+            yield _PastPacket(packet, self) if past else packet
+
+
+class _PastPacket:
+    def __init__(self, packet: av.Packet, reader: _Lookahead) -> None:
+        self.packet, self.reader = packet, reader
+
+    def __getattr__(self, name: str):
+        return getattr(self.packet, name)
+
+    def decode(self) -> list:
+        try:
+            return self.packet.decode()
+        except av.error.FFmpegError:
+            self.reader.over = True
+            return []
+
+
+class _SegmentWriter(_Writer):
+    """_Writer that also notes the first frame's timestamp (encoder time base)."""
+
+    first: int | None = None
+
+    def frame(self, item) -> None:
+        super().frame(item)
+        if self.first is None:
+            self.first = self.last
+
+
+def frame_size(height: int, width: int, scale: int, outscale: float | None = None) -> tuple[int, int]:
+    """(height, width) of the output frames, as the single-process path sizes them."""
+    return output_size(height, width, outscale) if outscale is not None else (height * scale, width * scale)
+
+
 def encode_segment(src: Path, segment: Segment, tiler, options: VideoOptions, suffix: str, span: Span = Span(),
-                   threads: int | None = None, bar=None) -> bytes:
+                   threads: int | None = None, bar=None, outscale: float | None = None) -> bytes:
     """Decode, upscale and encode one segment of `src` with the single-process path's functions; returns its
     segment file (see pack_segment). `suffix`: the output's, whose container format decides the encoder's flags
-    (global headers). threads: codec threads (None: FFmpeg's default). bar: gets update(1) per frame encoded."""
+    (global headers). threads: codec threads (None: FFmpeg's default). bar: gets update(1) per frame encoded.
+    outscale: the output's size over the input's (None: the model's scale), as Upscaler's."""
     with open_video(src) as source:
         video = _video_stream(source, src, None)
         video.thread_type = "AUTO"
         if threads:
             video.codec_context.thread_count = threads
+        cc = video.codec_context
+        size = frame_size(cc.height, cc.width, tiler.scale, outscale)
+        if hasattr(tiler, "check_frame") and tiler.tile is None:  # memory for whole frames, as in one process
+            tiler.check_frame(cc.height, cc.width)
         part = None if span.whole else _Cut(span, source, src)
         if segment.seek is not None:
             source.seek(segment.seek, stream=video, backward=True)
@@ -231,24 +302,42 @@ def encode_segment(src: Path, segment: Segment, tiler, options: VideoOptions, su
                 raise I2NQError(f"cannot write video {suffix}: {_reason(exc)}") from None
             with shell:
                 color = StreamColor.of(video)
-                encoder = _add_encoder(shell, video, tiler.scale, options, color, None)
+                packets = _Packets(shell)
+                # no display matrix: it is the output container's (the join's), not the encoder's
+                writer = _SegmentWriter(packets, video, [], color, size, options, None, src, Path(f"segment{suffix}"))
+                encoder = writer.encoder
                 if threads:
                     encoder.codec_context.thread_count = threads
-                packets = _Packets()
-                frames_per_call = max(1, tiler.batch // tiler.tiles_per_frame(video.codec_context.height,
-                                                                               video.codec_context.width))
+                frames_per_call = max(1, tiler.batch // tiler.tiles_per_frame(cc.height, cc.width))
+
+                def upscale(frames: list) -> list:
+                    out = tiler.run(frames)
+                    return out if outscale is None else [resize(f, size, tiler.scale, outscale) for f in out]
+
                 counter = _Counter(bar)
                 try:
-                    _run(source, video, [], packets, encoder, {}, color, tiler.run, frames_per_call, counter,
-                         _SegmentCut(part, segment))
+                    outcome = _run(_Lookahead(source, segment.end), video, [], writer, color, upscale,
+                                   frames_per_call, counter, _SegmentCut(part, segment), None)
                 except (av.error.FFmpegError, ValueError) as exc:
                     raise I2NQError(f"cannot encode video: {_reason(exc)}") from None
+                except I2NQError as exc:
+                    raise _segment_error(exc, src) from None
+                if outcome.failure is not None:  # the part done is of no use: the segment is redone or fails
+                    raise _segment_error(outcome.failure, src)
+                tb = encoder.codec_context.time_base
                 header = {"index": segment.index, "codec": encoder.codec_context.name,
-                          "time_base": [encoder.codec_context.time_base.numerator,
-                                        encoder.codec_context.time_base.denominator],
+                          "time_base": [tb.numerator, tb.denominator],
                           "extradata": base64.b64encode(encoder.codec_context.extradata or b"").decode(),
-                          "frames": counter.n, "packets": packets.rows}
+                          "frames": writer.frames, "first": writer.first, "last": writer.last, "end": writer.end,
+                          "packets": packets.rows}
     return pack_segment(header, packets.data)
+
+
+def _segment_error(exc: I2NQError, src: Path) -> I2NQError:
+    """A segment's failure in one line; a decoding failure names the source (its frame count would be the
+    segment's, not the video's)."""
+    reason = getattr(exc, "decode_reason", None)
+    return I2NQError(f"cannot decode {src}: {reason}") if reason is not None else I2NQError(str(exc))
 
 
 class _Counter:
@@ -428,16 +517,21 @@ def _write_atomic(path: Path, data: bytes) -> None:
 # --- join -----------------------------------------------------------------------------------------------------------
 
 
-def join_segments(src: Path, dst: Path, segments: Callable[[], Iterator[SegmentFile]], scale: int,
+def join_segments(src: Path, dst: Path, segments: Callable[[], Iterator[SegmentFile]], scale: int | float,
                   options: VideoOptions, span: Span = Span(), expected: int | None = None) -> int:
     """Write `dst` from the segments (in order) and the source's audio and subtitles; returns the frame count.
+    scale: the output's size over the input's: the model's scale (an int), or an outscale (a float).
 
-    The output is set up by the single-process path's functions; its encoder is opened (that is how the container
+    The output is set up by the single-process path's _Writer; its encoder is opened (that is how the container
     gets the stream header) but given no frame."""
     with open_video(src) as source:
         video = _video_stream(source, src, None)
         copied = [s for s in source.streams if s.type in COPIED_STREAMS]
         cut = None if span.whole else _Cut(span, source, src)
+        cc = video.codec_context
+        size = frame_size(cc.height, cc.width, scale) if isinstance(scale, int) else \
+            output_size(cc.height, cc.width, scale)
+        matrix = _display_matrix(src, cut)
         if cut is not None and span.start > 0:  # copied packets are read from where the single-process path reads
             source.seek(cut.offset(video.time_base), stream=video, backward=True)
         with atomic_output(dst) as tmp:
@@ -447,21 +541,32 @@ def join_segments(src: Path, dst: Path, segments: Callable[[], Iterator[SegmentF
                 raise I2NQError(f"cannot write video {dst}: {_reason(exc)}") from None
             try:
                 with sink:
-                    color = StreamColor.of(video)
-                    encoder = _add_encoder(sink, video, scale, options, color, _display_matrix(src))
-                    encoder.codec_context.thread_count = 1  # it encodes nothing
-                    streams = {s.index: _carry(sink, s, src, dst) for s in copied}
+                    writer = _Writer(sink, video, copied, StreamColor.of(video), size, options, matrix, src, dst)
+                    writer.encoder.codec_context.thread_count = 1  # it encodes nothing
                     sink.start_encoding()
-                    header = encoder.codec_context.extradata or b""
-                    frames = _mux_all(sink, encoder, header, segments(), _copied(source, copied, cut), streams, dst)
-                    for target in streams.values():
-                        if isinstance(target, _Transcoder):
-                            sink.mux(list(target.encode(None)))
+                    header = writer.encoder.codec_context.extradata or b""
+                    frames = _mux_all(writer, header, segments(), _copied(source, copied, cut), dst)
+                    writer.finish()  # transcoders flushed; AVI: the last frame's duration, as in one process
             except (av.error.FFmpegError, ValueError) as exc:
                 raise I2NQError(f"cannot write video {dst}: {_reason(exc)}") from None
             if expected is not None and frames < expected:
                 raise I2NQError(f"{src.name} is truncated or corrupt: decoded {frames} of {expected} frames")
     return frames
+
+
+def _display_matrix(src: Path, cut: _Cut | None) -> list[int] | None:
+    """The display matrix (rotation/flip) of the first frame the single-process path decodes, which it gives the
+    output stream."""
+    with open_video(src) as probe:
+        video = probe.streams.video[0]
+        if cut is not None and cut.start > cut.origin:
+            probe.seek(cut.offset(video.time_base), stream=video, backward=True)
+        try:
+            frame = next(probe.decode(video), None)
+        except av.error.FFmpegError:
+            return None
+    side = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX) if frame is not None else None
+    return np.frombuffer(bytes(side), "<i4").tolist() if side is not None else None
 
 
 def _copied(source, copied, cut: _Cut | None) -> Iterator[av.Packet]:
@@ -489,9 +594,12 @@ def _copied(source, copied, cut: _Cut | None) -> Iterator[av.Packet]:
         yield packet
 
 
-def _mux_all(sink, encoder, header: bytes, segments: Iterator[SegmentFile], copied: Iterator[av.Packet],
-             streams: dict, dst: Path) -> int:
-    """Mux the segments' packets and the copied ones in time order; returns the video frames."""
+def _mux_all(writer: _Writer, header: bytes, segments: Iterator[SegmentFile], copied: Iterator[av.Packet],
+             dst: Path) -> int:
+    """Mux the segments' packets and the copied ones in time order; returns the video frames. The writer learns
+    where the last frame ends (for AVI's closing index entry)."""
+    sink, encoder = writer.sink, writer.encoder
+    avi = sink.format.name == "avi"
     frames, last_dts, last_pts = 0, None, None
     pending = next(copied, None)
 
@@ -501,12 +609,7 @@ def _mux_all(sink, encoder, header: bytes, segments: Iterator[SegmentFile], copi
             ts = pending.dts if pending.dts is not None else pending.pts
             if seconds is not None and ts * pending.time_base > seconds:
                 return
-            target = streams[pending.stream.index]
-            if isinstance(target, _Transcoder):
-                sink.mux(list(target.encode(pending)))
-            else:
-                pending.stream = target
-                sink.mux(pending)
+            writer.packet(pending)
             pending = next(copied, None)
 
     for segment in segments:
@@ -515,6 +618,8 @@ def _mux_all(sink, encoder, header: bytes, segments: Iterator[SegmentFile], copi
                             f"{segment.header['codec']} encoder wrote another stream header for segment "
                             f"{segment.header['index']}; run without workers")
         tb = segment.time_base
+        if avi and writer.last is None and (segment.header.get("first") or 0) > 0:
+            writer._empty_entry(0)  # AVI stores no start time (as _Writer.frame)
         first = True
         for pts, dts, duration, flags, data in segment.packets():
             if first and last_pts is not None and pts is not None and pts <= last_pts and flags & 1:
@@ -535,5 +640,8 @@ def _mux_all(sink, encoder, header: bytes, segments: Iterator[SegmentFile], copi
                 last_pts = pts if last_pts is None else max(last_pts, pts)
             sink.mux(packet)
         frames += segment.header["frames"]
+        if segment.header.get("last") is not None:
+            writer.last, writer.end = segment.header["last"], segment.header["end"]
+    writer.frames = frames
     mux_copied_until(None)
     return frames

@@ -16,11 +16,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from i2nq.errors import I2NQError
+from i2nq.errors import I2NQError, option, setting
 from i2nq.runtime.backends.base import Backend
+from i2nq.runtime.memory import gib, largest_tile, resolve_budget
 
 DEFAULT_TILE = 384  # input px: large enough that the overlap margins cost little, small enough for any device
-BATCH_PIXELS = 512 * 512  # default batch: this many input pixels of tiles per model call
+#: Default batch: about this many input pixels of tiles per model call (at least one tile). Below it the per-call
+#: overhead shows; above it a call only takes more memory. Smaller tiles thus get more of them per call, but never
+#: more pixels per call than the default tile: memory falls with the tile. (Shipped model, 2 CPU cores: tiles of
+#: 64/96/128 px ran 0.72/0.92/0.91x the default's rate per pixel computed; bench/results/runtime.md.)
+CALL_PIXELS = 256 * 256
+BATCH_PIXELS = CALL_PIXELS  # the former name
 
 
 BLEND_OVERLAP = 32  # input px of overlap by default when a model's receptive field is unbounded (tiles are blended)
@@ -41,8 +47,8 @@ def default_tile(overlap: int) -> int:
 
 
 def default_batch(tile: tuple[int, int]) -> int:
-    """Tiles per model call by default: BATCH_PIXELS worth of input, at least one."""
-    return max(1, BATCH_PIXELS // (tile[0] * tile[1]))
+    """Tiles per model call by default: CALL_PIXELS worth of input (rounded down), at least one."""
+    return max(1, CALL_PIXELS // (tile[0] * tile[1]))
 
 
 @dataclass(frozen=True)
@@ -97,15 +103,26 @@ class Tiler:
     """
 
     def __init__(self, backend: Backend, tile: int | None = None, overlap: int | None = None,
-                 batch: int | None = None) -> None:
-        """tile: max tile side in input px (0: whole frame); overlap: margin in input px (default: receptive field)."""
+                 batch: int | None = None, max_memory: int | str | None = None) -> None:
+        """tile: max tile side in input px (0: whole frame); overlap: margin in input px (default: receptive field).
+
+        max_memory: bytes a model call may take by the backend's estimate ('auto': half the physical memory on
+        the CPU; None or 0: no guard). A default tile and batch shrink to fit it; an explicit tile or batch that
+        does not fit (or, for whole frames, a frame that does not: check_frame) is an I2NQError naming a tile
+        that fits."""
         meta = backend.meta
         self.backend, self.scale = backend, meta.scale
         self.overlap = default_overlap(meta.receptive_field) if overlap is None else overlap
         if self.overlap < 0 or (tile is not None and tile < 0) or (batch is not None and batch < 1):
-            raise I2NQError("tile and overlap must be >= 0 and batch >= 1")
+            raise I2NQError(f"{option('--tile', 'tile')} and {option('--overlap', 'overlap')} must be >= 0 and "
+                            f"{option('--batch', 'batch')} >= 1")
         self.exact = meta.receptive_field is not None and self.overlap >= meta.receptive_field
         high = getattr(backend, "max_tile", None)  # duck-typed backends may lack the range attributes
+        if max_memory == "auto" and getattr(backend, "device", "cpu") not in ("cpu", None):
+            max_memory = None  # the default budget is host memory; a GPU's is given explicitly
+        self.budget = resolve_budget(max_memory)
+        self.estimate = getattr(backend, "memory_estimate", None) if self.budget and backend.fixed_shape is None \
+            else None
         if backend.fixed_shape is not None:
             fixed = backend.fixed_shape
             if tile and (tile, tile) != tuple(fixed):
@@ -121,12 +138,57 @@ class Tiler:
             self.tile = (tile, tile)
         else:
             side = default_tile(self.overlap)
+            fits = self._largest_fitting()
+            if fits is not None and fits < side:  # a small memory budget: the largest tile that fits it
+                side = max(fits, 2 * self.overlap + 16)
             self.tile = (side, side) if high is None else (min(side, high[0]), min(side, high[1]))
         if self.tile is not None and min(self.tile) <= 2 * self.overlap:
             raise I2NQError(f"tile {min(self.tile)} must be larger than twice the overlap ({self.overlap}); "
-                            "raise --tile or lower --overlap" + ("" if high is None else
-                                                                 ", or build the engine with a larger maximum shape"))
-        self.batch = min(batch or (1 if self.tile is None else default_batch(self.tile)), backend.max_batch or 1 << 30)
+                            f"raise {option('--tile', 'tile')} or lower {option('--overlap', 'overlap')}"
+                            + ("" if high is None else ", or build the engine with a larger maximum shape"))
+        if batch is None and self.tile is not None:
+            batch = default_batch(self.tile)
+            while batch > 1 and not self._fits(batch, *self.tile):
+                batch //= 2
+        self.batch = min(batch or 1, backend.max_batch or 1 << 30)
+        if self.tile is not None:
+            self._check(self.batch, *self.tile, f"tile {self.tile[0]}" + (f" with batch {self.batch}"
+                                                                         if self.batch > 1 else ""))
+
+    def check_frame(self, height: int, width: int, frames: int = 1) -> None:
+        """I2NQError when whole frames of this size (tile 0) would take more memory than the budget."""
+        if self.tile is None:
+            n = min(frames, self.batch)
+            self._check(n, height, width, f"whole {width}x{height} frames ({setting('--tile', 'tile', 0)})")
+
+    def memory(self, n: int, height: int, width: int) -> int | None:
+        """The backend's estimate of a call on n tiles of height x width (bytes), or None."""
+        estimate = getattr(self.backend, "memory_estimate", None)
+        return None if estimate is None else estimate(n, height, width)
+
+    def _fits(self, n: int, height: int, width: int) -> bool:
+        need = self.estimate(n, height, width) if self.estimate is not None else None
+        return need is None or need <= self.budget
+
+    def _largest_fitting(self) -> int | None:
+        if self.estimate is None or self.estimate(1, 16, 16) is None:
+            return None
+        return largest_tile(self.estimate, self.budget, 2 * self.overlap + 16)
+
+    def _check(self, n: int, height: int, width: int, what: str) -> None:
+        if self.estimate is None:
+            return
+        need = self.estimate(n, height, width)
+        if need is None or need <= self.budget:
+            return
+        budget = f"the memory budget of {gib(self.budget)} ({option('--max-memory', 'max_memory')})"
+        fits = self._largest_fitting()
+        if fits is None:
+            hint = f"even the smallest tile does not fit: raise {option('--max-memory', 'max_memory')}"
+        else:
+            hint = (f"{setting('--tile', 'tile', fits)} fits{'' if n == 1 else ' (batch 1)'}, or raise "
+                    f"{option('--max-memory', 'max_memory')}")
+        raise I2NQError(f"{what} would need about {gib(need)} for the model, over {budget}; {hint}")
 
     def plan(self, height: int, width: int) -> tuple[AxisPlan, AxisPlan]:
         """Row and column plans for a frame of this size."""
@@ -150,6 +212,7 @@ class Tiler:
     def run(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Upscale equal-size frames, batching tiles across frames."""
         height, width = frames[0].shape[:2]
+        self.check_frame(height, width, len(frames))
         padded = self._padded_size(height, width)
         if padded is not None:
             return self._run_padded(frames, *padded)
@@ -165,6 +228,7 @@ class Tiler:
         memory is set by tile, batch and the frame's width, never by its height; the strips are equal to the
         rows of `run`."""
         height, width = frame.shape[:2]
+        self.check_frame(height, width)
         padded = self._padded_size(height, width)
         if padded is not None:
             yield 0, self._run_padded([frame], *padded)[0]

@@ -116,8 +116,44 @@ class OnnxRuntimeBackend(Backend):
         self.input_name = model_input.name
         self.input_dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
         self.device = "cpu" if device is None else f"cuda:{device}"
+        self.path = Path(path)
+        self._graph_memory: object = _UNSET
+
+    def memory_estimate(self, n: int, h: int, w: int) -> int | None:
+        """Bytes ONNX Runtime is estimated to take for a call on n tiles of h x w (i2nq.runtime.memory), or None."""
+        if self._graph_memory is _UNSET:
+            from i2nq.runtime.memory import GraphMemory
+
+            self._graph_memory = _graph_memory(self.path)
+        return None if self._graph_memory is None else self._graph_memory(n, h, w)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Upscale a float32 NCHW batch."""
-        y = self.session.run(None, {self.input_name: x.astype(self.input_dtype, copy=False)})[0]
+        """Upscale a float32 NCHW batch; MemoryError when ONNX Runtime cannot allocate what it needs."""
+        try:
+            y = self.session.run(None, {self.input_name: x.astype(self.input_dtype, copy=False)})[0]
+        except MemoryError:
+            raise
+        except Exception as exc:  # onnxruntime's own exception types
+            text = str(exc)
+            if any(s in text for s in ("Failed to allocate memory", "bad_alloc", "out of memory")):
+                raise MemoryError(text.splitlines()[0] if text else "out of memory") from None
+            raise
         return y.astype(np.float32, copy=False)
+
+
+_UNSET = object()
+_GRAPH_MEMORY: dict[tuple[str, int, int], object] = {}
+
+
+def _graph_memory(path: Path):
+    """GraphMemory of an ONNX file, once per file version in this process."""
+    from i2nq.runtime.memory import GraphMemory
+
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _GRAPH_MEMORY:
+        _GRAPH_MEMORY[key] = GraphMemory.of(path)
+    return _GRAPH_MEMORY[key]

@@ -20,6 +20,7 @@ class TorchBackend(Backend):
     """A model from `i2nq.models.load` in eval mode; torch is imported only here."""
 
     name = "torch"
+    half = False  # fp16 weights and inputs (Upscaler(fp16=True) on CUDA)
 
     def __init__(self, model: str | Path, device: int | None = None) -> None:
         """`device` None runs on the CPU; an int runs on that CUDA device."""
@@ -42,5 +43,6 @@ class TorchBackend(Backend):
     def run(self, x: np.ndarray) -> np.ndarray:
         """Upscale a float32 NCHW batch."""
         with self.torch.inference_mode():
-            y = self.module(self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+            t = self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            y = self.module(t.half() if self.half else t)
         return y.float().cpu().numpy()
