@@ -376,16 +376,12 @@ class DistributedUpscaler:
                      skip_existing: bool = False, progress: bool | None = None,
                      on_skip: Callable[[Path], None] | None = None) -> Path:
         """One image on one worker (as `Upscaler.upscale_file`; no progress bar)."""
-        from i2nq.runtime.upscaler import _check_kind, _check_quality, _is_file, _skip
+        from i2nq.runtime.upscaler import image_job
 
-        src = _check_kind(check_source(src), IMAGE_SUFFIXES, "input image")
-        if src.is_dir():
-            raise I2NQError(f"{src} is a folder; upscale_folder upscales folders")
-        dst = single_output(src, dst, self.output_scale, suffix, format, "image")
-        if skip_existing and _is_file(dst):
-            return _skip(dst, on_skip)
-        dst = _check_kind(check_destination(dst, src, overwrite), IMAGE_SUFFIXES, "output image")
-        _check_quality(quality)
+        src, dst, skipped = image_job(src, dst, self.output_scale, overwrite, suffix, format, quality, skip_existing,
+                                      on_skip)
+        if skipped:
+            return dst
         failed = []
         self._schedule([self._image_task(src, dst, quality)], {}, [], False, src.name,
                        lambda task, message: failed.append(message))

@@ -147,14 +147,10 @@ class Upscaler:
         1-100 (default 95). skip_existing: an output that exists is left as it is (and returned) instead of an
         error (`on_skip(path)` is called). The output is encoded as it is computed (PNG in strips), so a large image needs memory for its
         input, not for its output; a progress bar (input pixels, row of tiles by row of tiles) on stderr."""
-        src = _check_kind(check_source(src), IMAGE_SUFFIXES, "input image")
-        if src.is_dir():
-            raise I2NQError(f"{src} is a folder; upscale_folder upscales folders")
-        dst = single_output(src, dst, self.output_scale, suffix, format, "image")
-        if skip_existing and _is_file(dst):
-            return _skip(dst, on_skip)
-        dst = _check_kind(check_destination(dst, src, overwrite), IMAGE_SUFFIXES, "output image")
-        _check_quality(quality)
+        src, dst, skipped = image_job(src, dst, self.output_scale, overwrite, suffix, format, quality, skip_existing,
+                                      on_skip)
+        if skipped:
+            return dst
         width, height = image_size(src)
         out_h, out_w = self.output_size(height, width)
         check_output_size(dst, out_h, out_w)
@@ -418,6 +414,22 @@ class FolderError(I2NQError):
         done = f"{len(written)} written to {dst}" + (f", {len(skipped)} already there" if skipped else "")
         super().__init__(f"{len(failed)} of {total} images failed ({done}); rerun to retry them: finished "
                          "outputs are skipped")
+
+
+def image_job(src: str | Path, dst: str | Path | None, output_scale: float, overwrite: bool, suffix: str | None,
+              format: str | None, quality: int | None, skip_existing: bool,
+              on_skip: Callable[[Path], None] | None) -> tuple[Path, Path, bool]:
+    """Check one image job's input and output as `upscale_file` takes them: (src, dst, skipped), where skipped
+    means `dst` exists and skip_existing leaves it (on_skip has been told); I2NQError for anything wrong."""
+    src = _check_kind(check_source(src), IMAGE_SUFFIXES, "input image")
+    if src.is_dir():
+        raise I2NQError(f"{src} is a folder; upscale_folder upscales folders")
+    dst = single_output(src, dst, output_scale, suffix, format, "image")
+    if skip_existing and _is_file(dst):
+        return src, _skip(dst, on_skip), True
+    dst = _check_kind(check_destination(dst, src, overwrite), IMAGE_SUFFIXES, "output image")
+    _check_quality(quality)
+    return src, dst, False
 
 
 def _skip(dst: Path, on_skip: Callable[[Path], None] | None) -> Path:
