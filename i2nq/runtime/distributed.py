@@ -355,14 +355,13 @@ class DistributedUpscaler:
                       on_skip: Callable[[Path], None] | None = None) -> Path:
         """`Upscaler.upscale_video` on the workers: the same output, resumable (see the module's notes).
         progress: one bar for the job (None: when stderr is a terminal)."""
-        from i2nq.runtime.upscaler import _check_kind, _is_file, _skip
+        from i2nq.runtime.upscaler import output_job
 
         span = Span(start, duration)
-        src = _check_kind(check_source(src), VIDEO_SUFFIXES, "input video")
-        dst = single_output(src, dst, self.output_scale, suffix, format, "video")
-        if skip_existing and _is_file(dst):
-            return _skip(dst, on_skip)
-        dst = _check_kind(check_destination(dst, src, overwrite), VIDEO_SUFFIXES, "output video")
+        src, dst, skipped = output_job("video", src, dst, self.output_scale, overwrite, suffix, format,
+                                       skip_existing, on_skip)
+        if skipped:
+            return dst
         video = self._video(src, dst, VideoOptions(codec=codec, crf=crf, preset=preset), span)
         self._schedule([video.task(s) for s in video.plan.segments if s.index not in video.done], {id(video): video},
                        [video], progress_bars.shown(progress), src.name)

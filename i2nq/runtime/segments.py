@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import math
 import os
 import shutil
 import struct
 import tempfile
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -46,7 +44,8 @@ import numpy as np
 from i2nq.errors import I2NQError
 from i2nq.files import atomic_output
 from i2nq.runtime.rescale import output_size, resize
-from i2nq.runtime.video import COPIED_STREAMS, Span, StreamColor, VideoOptions, _Cut, _reason, _run, _Writer
+from i2nq.runtime.video import (COPIED_STREAMS, Span, StreamColor, VideoOptions, _Cut, _reason, _run, _Writer,
+                                open_sink)
 from i2nq.runtime.video import _Packets as _VideoPackets
 
 #: Seconds of video per segment by default (segments start at keyframes, so they are at least a GOP long).
@@ -535,10 +534,7 @@ def join_segments(src: Path, dst: Path, segments: Callable[[], Iterator[SegmentF
         if cut is not None and span.start > 0:  # copied packets are read from where the single-process path reads
             source.seek(cut.offset(video.time_base), stream=video, backward=True)
         with atomic_output(dst) as tmp:
-            try:
-                sink = av.open(str(tmp), "w")
-            except (av.error.FFmpegError, OSError) as exc:
-                raise I2NQError(f"cannot write video {dst}: {_reason(exc)}") from None
+            sink = open_sink(tmp, dst)
             try:
                 with sink:
                     writer = _Writer(sink, video, copied, StreamColor.of(video), size, options, matrix, src, dst)

@@ -15,7 +15,7 @@ from i2nq.files import check_destination, check_source
 from i2nq.runtime import progress as progress_bars
 from i2nq.runtime.backends import Backend, ModelMeta, open_backend
 from i2nq.runtime.backends.tensorrt import TensorRTOptions
-from i2nq.runtime.image_io import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, check_output_size, image_size, is_image,
+from i2nq.runtime.image_io import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, check_output_size, image_size,
                                    read_image, write_image_rows)
 from i2nq.runtime.outputs import folder_output, list_folder, single_output
 from i2nq.runtime.rescale import BandResizer, check_outscale, output_size, resize
@@ -277,11 +277,10 @@ class Upscaler:
         mpeg4 into .avi, which keeps AVI timing as FFmpeg reads it back). If the source or the model fails midway, the
         part done is kept as `NAME.partial.EXT` beside `dst` and the I2NQError says so."""
         span = Span(start, duration)
-        src = _check_kind(check_source(src), VIDEO_SUFFIXES, "input video")
-        dst = single_output(src, dst, self.output_scale, suffix, format, "video")
-        if skip_existing and _is_file(dst):
-            return _skip(dst, on_skip)
-        dst = _check_kind(check_destination(dst, src, overwrite), VIDEO_SUFFIXES, "output video")
+        src, dst, skipped = output_job("video", src, dst, self.output_scale, overwrite, suffix, format,
+                                       skip_existing, on_skip)
+        if skipped:
+            return dst
         upscale_video(src, dst, self.tiler, VideoOptions(codec=codec, crf=crf, preset=preset),
                       self.progress if progress is None else progress, span, max_pixels=self.max_pixels,
                       outscale=self.outscale)
@@ -421,15 +420,25 @@ def image_job(src: str | Path, dst: str | Path | None, output_scale: float, over
               on_skip: Callable[[Path], None] | None) -> tuple[Path, Path, bool]:
     """Check one image job's input and output as `upscale_file` takes them: (src, dst, skipped), where skipped
     means `dst` exists and skip_existing leaves it (on_skip has been told); I2NQError for anything wrong."""
-    src = _check_kind(check_source(src), IMAGE_SUFFIXES, "input image")
-    if src.is_dir():
+    src, dst, skipped = output_job("image", src, dst, output_scale, overwrite, suffix, format, skip_existing, on_skip)
+    if not skipped:
+        _check_quality(quality)
+    return src, dst, skipped
+
+
+def output_job(kind: str, src: str | Path, dst: str | Path | None, output_scale: float, overwrite: bool,
+               suffix: str | None, format: str | None, skip_existing: bool,
+               on_skip: Callable[[Path], None] | None) -> tuple[Path, Path, bool]:
+    """Check one "image" or "video" job's input and resolve its output: (src, dst, skipped), where skipped means
+    `dst` exists and skip_existing leaves it (on_skip has been told); I2NQError for anything wrong."""
+    suffixes = IMAGE_SUFFIXES if kind == "image" else VIDEO_SUFFIXES
+    src = _check_kind(check_source(src), suffixes, f"input {kind}")
+    if kind == "image" and src.is_dir():
         raise I2NQError(f"{src} is a folder; upscale_folder upscales folders")
-    dst = single_output(src, dst, output_scale, suffix, format, "image")
+    dst = single_output(src, dst, output_scale, suffix, format, kind)
     if skip_existing and _is_file(dst):
         return src, _skip(dst, on_skip), True
-    dst = _check_kind(check_destination(dst, src, overwrite), IMAGE_SUFFIXES, "output image")
-    _check_quality(quality)
-    return src, dst, False
+    return src, _check_kind(check_destination(dst, src, overwrite), suffixes, f"output {kind}"), False
 
 
 def _skip(dst: Path, on_skip: Callable[[Path], None] | None) -> Path:

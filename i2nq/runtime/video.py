@@ -25,7 +25,7 @@ import threading
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -381,10 +381,7 @@ def upscale_video(src: Path, dst: Path, tiler, options: VideoOptions = VideoOpti
             return out if outscale is None else [resize(f, size, scale, outscale) for f in out]
 
         with atomic_output(dst) as tmp:
-            try:
-                sink = av.open(str(tmp), "w")
-            except (av.error.FFmpegError, OSError) as exc:
-                raise I2NQError(f"cannot write video {dst}: {_reason(exc)}") from None
+            sink = open_sink(tmp, dst)
             try:
                 with sink:
                     writer = _Writer(sink, video, copied, color, size, options, matrix, src, dst)
@@ -651,6 +648,14 @@ class _SubtitleTranscoder(_Transcoder):
 
 
 _TRANSCODERS = {"audio": _AudioTranscoder, "subtitle": _SubtitleTranscoder}
+
+
+def open_sink(tmp: Path, dst: Path):
+    """An output container at `tmp` (written for `dst`: errors name it); I2NQError when FFmpeg cannot open it."""
+    try:
+        return av.open(str(tmp), "w")
+    except (av.error.FFmpegError, OSError) as exc:
+        raise I2NQError(f"cannot write video {dst}: {_reason(exc)}") from None
 
 
 def _reason(exc: BaseException) -> str:
