@@ -95,15 +95,16 @@ def test_shipped_onnx_matches_torch_on_a_real_image(name):
     x = np.ascontiguousarray(bgr[::4, ::4, ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255
     sess = ort.InferenceSession(str(shipped_model(name, ".onnx")), providers=["CPUExecutionProvider"])
     y = sess.run(None, {"input": x})[0]
+    model = load(name)
     with torch.no_grad():
-        ref = load(name)(torch.from_numpy(x)).numpy()
+        ref = model(torch.from_numpy(x)).numpy()
     mse = float(((y - ref) ** 2).mean())
     assert mse == 0 or 10 * np.log10(1 / mse) >= MIN_PSNR.get(name, 60)
     # the stricter check, independent of convolution arithmetic: every NUQuant node in ONNX Runtime gave the
     # tie rule's code for the values it received
     from i2nq.export.verify import verify_onnx
 
-    report = verify_onnx(shipped_model(name, ".onnx"), load(name), inputs=[x[..., :24, :32]], runtimes=("onnxruntime",))
+    report = verify_onnx(shipped_model(name, ".onnx"), model, inputs=[x[..., :24, :32]], runtimes=("onnxruntime",))
     assert report.ok, report.lines()
 
 
