@@ -94,18 +94,21 @@ def body_is_exact(body: str, levels: np.ndarray) -> bool:
     """The body alone on levels, thresholds, their neighbours, +-inf, NaN and noise vs nuquant_ref."""
     from onnx import TensorProto, helper
 
-    from i2nq.export.ops import DOMAIN, ML_DOMAIN, ML_OPSET, custom_node, tree_attributes
+    from i2nq.export.ops import DOMAIN, ML_DOMAIN, ML_OPSET, body_attributes, custom_node, grid_comparisons
 
     t = ((levels[:-1] + levels[1:]) * np.float32(0.5)).astype(np.float32)
     x = np.concatenate([levels, t, np.nextafter(t, np.inf), np.nextafter(t, -np.inf), [np.inf, -np.inf, np.nan],
                         np.random.default_rng(0).standard_normal(10000).astype(np.float32)]).astype(np.float32)[None]
     io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
           for name, shape in (("x", ["a", "b"]), ("levels", [len(levels)]), ("y", ["a", "b"]))]
-    attrs = tree_attributes(levels) if body == "tree" else {}
+    comparisons = grid_comparisons([levels]) if body == "grid" else 1
+    if comparisons is None:
+        return False  # the export would fall back to the tree body
+    attrs = body_attributes(body, levels, comparisons)
     graph = helper.make_graph([custom_node("NUQuant", ["x", "levels"], ["y"], "q", **attrs)], "g", io[:2], io[2:])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1),
                                                     helper.make_opsetid(ML_DOMAIN, ML_OPSET)],
-                              functions=[nuquant_function(len(levels), 18, body)], ir_version=8)
+                              functions=[nuquant_function(len(levels), 18, body, comparisons)], ir_version=8)
     got = session(proto, 1).run(None, {"x": x, "levels": levels})[0]
     want = nuquant_ref(torch.from_numpy(x), torch.from_numpy(levels)).numpy()
     return np.array_equal(got.view(np.uint32), want.view(np.uint32))

@@ -1,13 +1,16 @@
 """Compare two ONNX exports as a machine-independent test must: the graph, functions and metadata exactly, float
 tensors within a few ulps (exp/softplus/BLAS differ in the last bit across CPUs, and a learned codebook's levels
 come from softplus), packed weight codes by the fraction of identical codes (a weight on a threshold may take
-the neighbouring code when a level moved by an ulp)."""
+the neighbouring code when a level moved by an ulp). The codebook tables a NUQuant node carries for its grid or
+tree body are derived from its levels: each model's must equal what body_attributes makes of its own levels, and
+are then left out of the byte comparison (an ulp in a level may move a grid's bucket edges)."""
 
 from __future__ import annotations
 
 import numpy as np
 from onnx import ModelProto, numpy_helper
 
+from i2nq.export.ops import GRID_ATTRS, TREE_ATTRS, body_attributes
 from i2nq.quant import unpack_codes
 
 
@@ -21,6 +24,29 @@ def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(i < 0, -(i & (sign - 1)), i)
 
     return np.abs(ordered(a) - ordered(b))
+
+
+def _strip_codebook_tables(model: ModelProto) -> None:
+    """Check every NUQuant node's grid_*/tree_* attributes against its own levels, then remove them."""
+    from onnx import helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "NUQuant":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name in GRID_ATTRS + TREE_ATTRS}
+        if not attrs:
+            continue
+        levels = numpy_helper.to_array(inits[node.input[1]])
+        if "grid_codes" in attrs:
+            want = body_attributes("grid", levels, len(attrs["grid_thresholds"]) // len(attrs["grid_codes"]))
+        else:
+            want = body_attributes("tree", levels)
+        assert {k: list(v) if isinstance(v, list) else v for k, v in attrs.items()} == want, \
+            f"{node.name}: codebook tables do not match its levels"
+        kept = [a for a in node.attribute if a.name not in attrs]
+        del node.attribute[:]
+        node.attribute.extend(kept)
 
 
 def _code_bits(model: ModelProto) -> dict[str, tuple[int, int]]:
@@ -44,6 +70,8 @@ def assert_equivalent(a: ModelProto, b: ModelProto, max_ulps: int = 4, min_ident
         for p in m.metadata_props:
             if p.key in ignore_metadata:
                 p.value = ""
+    for m in (a_, b_):
+        _strip_codebook_tables(m)
     bits = _code_bits(a_)
     tb = {t.name: t for t in b_.graph.initializer}
     assert [t.name for t in a_.graph.initializer] == [t.name for t in b_.graph.initializer], "initializers differ"

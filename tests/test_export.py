@@ -14,18 +14,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
 
 from i2nq.cli import main
 from i2nq.export import to_onnx
-from i2nq.export.ops import (DOMAIN, ML_DOMAIN, ML_OPSET, NUQUANT_BODIES, custom_node, lut_dequant_function,
-                             nuquant_function, tree_attributes)
-from i2nq.export.verify import sample_inputs
+from i2nq.export.ops import (DOMAIN, GRID_MAX_BUCKETS, ML_DOMAIN, ML_OPSET, NUQUANT_BODIES, body_attributes,
+                             custom_node, grid_comparisons, lut_dequant_function, nuquant_function)
+from i2nq.export.verify import reference_evaluator, sample_inputs
 from i2nq.models import build, save
 from i2nq.quant import I2NQConfig, calibrate_, nuquant_ref, pack_codes, quantize_, quantized_sites
 
 ort = pytest.importorskip("onnxruntime")
-EXACT_BODIES = ("tree", "select", "bsearch", "count")
+EXACT_BODIES = ("grid", "tree", "select", "bsearch", "count")
+FLOAT32_BODIES = ("grid", "tree")  # they read the codebook from node attributes; fp16 graphs get select
 
 
 def tiny(bits: int | None, scale: int = 2, arch: str = "edsr-small", seed: int = 0, **overrides):
@@ -199,16 +199,17 @@ def test_opset_range_runs(models, opset) -> None:
 # --- the function bodies alone --------------------------------------------------------------------------------
 
 def _nuquant_model(body: str, k: int, dtype: type, levels: np.ndarray | None = None) -> onnx.ModelProto:
-    """One NUQuant node with the given body; the tree body also needs the levels (it reads them as attributes)."""
+    """One NUQuant node with the given body; the grid and tree bodies also need the levels (node attributes)."""
     elem = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
-    attrs = tree_attributes(levels) if body == "tree" else {}
+    comparisons = grid_comparisons([levels]) if body == "grid" else 1
+    attrs = body_attributes(body, levels, comparisons) if body in FLOAT32_BODIES else {}
     graph = helper.make_graph([custom_node("NUQuant", ["x", "levels"], ["y"], "q", **attrs)], "g",
                               [helper.make_tensor_value_info("x", elem, ["a", "b"]),
                                helper.make_tensor_value_info("levels", elem, [k])],
                               [helper.make_tensor_value_info("y", elem, ["a", "b"])])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1),
                                                     helper.make_opsetid(ML_DOMAIN, ML_OPSET)],
-                              functions=[nuquant_function(k, 17, body)], ir_version=8)
+                              functions=[nuquant_function(k, 17, body, comparisons)], ir_version=8)
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
@@ -237,19 +238,72 @@ def _codebooks(dtype: type) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("body, dtype", [(b, d) for b in EXACT_BODIES for d in (np.float32, np.float16)
-                                         if not (b == "tree" and d == np.float16)])  # tree: float32 graphs only
+                                         if not (b in FLOAT32_BODIES and d == np.float16)])
 def test_nuquant_bodies_equal_torch_on_adversarial_values(body, dtype) -> None:
     """Bit-identical to nuquant_ref (NaN -> L_0, ties -> lower level) in ONNX Runtime and the reference
-    evaluator; fp16 in ONNX Runtime works too, since the body rounds its fp16 intermediates explicitly (the tree
-    body is float32 only: fp16 graphs get the select body)."""
+    evaluator; fp16 in ONNX Runtime works too, since the body rounds its fp16 intermediates explicitly (the grid
+    and tree bodies are float32 only: fp16 graphs get the select body)."""
     for i, levels in enumerate(_codebooks(dtype)):
         x = _adversarial(levels, i).reshape(1, -1)
         want = nuquant_ref(torch.from_numpy(x), torch.from_numpy(levels)).numpy()
         proto = _nuquant_model(body, len(levels), dtype, levels)
         for got in (session(proto).run(None, {"x": x, "levels": levels})[0],
-                    ReferenceEvaluator(proto).run(None, {"x": x, "levels": levels})[0]):
+                    reference_evaluator(proto).run(None, {"x": x, "levels": levels})[0]):
             np.testing.assert_array_equal(got.view(np.uint16 if dtype == np.float16 else np.uint32),
                                           want.view(np.uint16 if dtype == np.float16 else np.uint32))
+
+
+def _grid_codebooks() -> list[np.ndarray]:
+    """Codebooks that need 1, 2 and 3 comparisons per bucket, large offsets, a huge range, duplicate levels."""
+    rng = np.random.default_rng(3)
+    return [np.array(v, np.float32) for v in (
+        np.sort(rng.standard_normal(16)) * 3 + 1e6,  # far from 0: float32 spacing 0.0625 near the thresholds
+        [-1000.0, 0.0, 1e-3, 2e-3],  # two thresholds within 1e-6 of the range: M = 2
+        [-1000.0, 0.0, 1e-3, 2e-3, 3e-3, 4e3, 5e3, 6e3],  # three: M = 3
+        [0.0, 0.0, 0.0, 1.0],  # duplicate levels: two equal thresholds, M = 2
+        [-3e38, -1.0, 1.0, 3e38],  # x - offset would overflow float32 next to the last threshold: no grid
+        [0.0, 2.0**-140, 2.0**-139, 1.0],  # subnormal thresholds, M = 2
+        CLOSE_LEVELS,  # four thresholds within 3e-5 of a range of 2.5: no grid of <= 4096 buckets with M <= 3
+    )]
+
+
+CLOSE_LEVELS = [0.0, 1.0, 1 + 1e-5, 1 + 2e-5, 1 + 3e-5, 1 + 4e-5, 2.0, 3.0]
+GRID_COMPARISONS = (1, 2, 3, 2, None, 2, None)  # what each of _grid_codebooks() needs (None: the tree)
+
+
+@pytest.mark.parametrize("i", range(len(GRID_COMPARISONS)))
+def test_grid_body_is_exact_or_falls_back(i) -> None:
+    """Every codebook either gets a grid that is bit-identical to nuquant_ref on adversarial values and a dense
+    sweep (in both runtimes), or grid_comparisons says no and the export falls back to the tree."""
+    levels = _grid_codebooks()[i]
+    m = grid_comparisons([levels])
+    assert m == GRID_COMPARISONS[i]
+    if m is None:
+        return
+    assert len(body_attributes("grid", levels, m)["grid_codes"]) <= GRID_MAX_BUCKETS
+    x = np.concatenate([_adversarial(levels, i), np.linspace(levels[0] - 1, levels[-1] + 1, 20001, dtype=np.float32)])
+    x = x.reshape(1, -1)
+    want = nuquant_ref(torch.from_numpy(x), torch.from_numpy(levels)).numpy()
+    proto = _nuquant_model("grid", len(levels), np.float32, levels)
+    for got in (session(proto).run(None, {"x": x, "levels": levels})[0],
+                reference_evaluator(proto).run(None, {"x": x, "levels": levels})[0]):
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_grid_export_falls_back_to_tree_for_close_thresholds(models) -> None:
+    """A site whose thresholds no small grid separates makes the whole model use the tree body, still exact."""
+    import copy
+
+    model = copy.deepcopy(models[3])
+    site = next(quantized_sites(model))[1]
+    site.act_quant.codebook.set_levels(torch.tensor(CLOSE_LEVELS))
+    for m, body in ((models[3], "grid"), (model, "tree")):
+        proto = to_onnx(m)
+        assert f"{body} body" in proto.functions[0].doc_string, proto.functions[0].doc_string
+        x = sample_inputs(((9, 10),))[0]
+        with torch.no_grad():
+            want = m(torch.from_numpy(x)).numpy()
+        assert np.abs(session(proto).run(None, {"input": x})[0] - want).max() < 1e-5
 
 
 def test_argmin_body_is_not_exact_on_ties() -> None:
@@ -272,6 +326,7 @@ def test_lut_body_needs_separated_thresholds() -> None:
 
 def test_bodies_list_is_complete() -> None:
     assert set(NUQUANT_BODIES) == set(EXACT_BODIES) | {"argmin", "lut"}
+    assert set(FLOAT32_BODIES) <= set(EXACT_BODIES)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -292,7 +347,7 @@ def test_lut_dequant_body_reproduces_unpack_and_lookup(bits) -> None:
                                   functions=[lut_dequant_function(17)], ir_version=8)
         onnx.checker.check_model(proto, full_check=True)
         np.testing.assert_array_equal(session(proto).run(None, {})[0], want)
-        np.testing.assert_array_equal(ReferenceEvaluator(proto).run(None, {})[0], want)
+        np.testing.assert_array_equal(reference_evaluator(proto).run(None, {})[0], want)
 
 
 # --- flavors --------------------------------------------------------------------------------------------------
@@ -316,7 +371,7 @@ def test_tensorrt_flavor_is_fp16_with_constant_weights_and_only_tensorrt_ops(mod
     ops |= {n.op_type for f in proto.functions for n in f.node}
     assert ops <= TENSORRT_OPS, ops - TENSORRT_OPS
     x = sample_inputs(((8, 9),))[0]
-    got = ReferenceEvaluator(proto).run(None, {"input": x.astype(np.float16)})[0]
+    got = reference_evaluator(proto).run(None, {"input": x.astype(np.float16)})[0]
     with torch.no_grad():
         want = models[4](torch.from_numpy(x)).numpy()
     # fp16 activations move some values across a 4-bit decision boundary and the flips cascade through the net:

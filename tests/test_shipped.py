@@ -47,7 +47,9 @@ def test_shipped_onnx_equals_a_fresh_export_of_the_shipped_checkpoint(name):
 
 def test_equivalence_check_catches_real_differences():
     """The comparison above must fail on a changed level, a changed code or a changed node."""
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
+
+    from i2nq.export.ops import body_attributes
 
     shipped = onnx.load(str(shipped_model("default", ".onnx")))
 
@@ -69,17 +71,32 @@ def test_equivalence_check_catches_real_differences():
     codes = next(t.name for t in shipped.graph.initializer if t.name.endswith("weight_codes"))
     assert_equivalent(shipped, changed(lambda m: None))
 
-    def one_ulp(m):  # what another CPU's softplus does: every level of every codebook one ulp up
-        for t in m.graph.initializer:
+    def one_ulp(m):  # what another CPU's softplus does: every level of every codebook one ulp up, and the
+        for t in m.graph.initializer:  # NUQuant nodes' grid tables made from those levels, as its export would
             if t.name.endswith("levels"):
                 a = numpy_helper.to_array(t)
                 t.CopyFrom(numpy_helper.from_array(np.nextafter(a, np.float32(np.inf)), t.name))
+        inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+        for node in m.graph.node:
+            if node.op_type == "NUQuant":
+                kept = [a for a in node.attribute if not a.name.startswith("grid_")]
+                del node.attribute[:]
+                node.attribute.extend(kept + [helper.make_attribute(k, v) for k, v in
+                                              body_attributes("grid", inits[node.input[1]], 1).items()])
 
     assert_equivalent(shipped, changed(one_ulp))
     for edit in (bump(levels, np.float32(1e-3)), bump(codes, np.uint8(1)),
                  lambda m: setattr(m.graph.node[3], "op_type", "Relu")):
         with pytest.raises(AssertionError):
             assert_equivalent(shipped, changed(edit))
+
+    def stale_table(m):  # a grid table that does not belong to the node's levels
+        node = next(n for n in m.graph.node if n.op_type == "NUQuant")
+        codes = next(a for a in node.attribute if a.name == "grid_codes")
+        codes.ints[len(codes.ints) // 2] += 1
+
+    with pytest.raises(AssertionError, match="codebook tables"):
+        assert_equivalent(shipped, changed(stale_table))
 
 
 @pytest.mark.parametrize("name", QUANTIZED)

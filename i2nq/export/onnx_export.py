@@ -29,8 +29,9 @@ from i2nq import __version__
 from i2nq.errors import I2NQError
 from i2nq.files import atomic_output, check_destination
 from i2nq.export.format import DEFAULT_OPSET, FLAVORS, INPUT_LAYOUT, OPSETS
-from i2nq.export.ops import (DEFAULT_NUQUANT_BODY, DOMAIN, DOMAIN_VERSION, FP16_NUQUANT_BODY, ML_DOMAIN, ML_OPSET,
-                             lut_dequant_function, nuquant_function, tree_attributes)
+from i2nq.export.ops import (DEFAULT_NUQUANT_BODY, DOMAIN, DOMAIN_VERSION, FALLBACK_NUQUANT_BODY, FP16_NUQUANT_BODY,
+                             ML_DOMAIN, ML_OPSET, body_attributes, grid_comparisons, lut_dequant_function,
+                             nuquant_function)
 
 if TYPE_CHECKING:
     from i2nq.export.verify import VerifyReport
@@ -71,12 +72,17 @@ def to_onnx(model: nn.Module, flavor: str = "portable", opset: int = DEFAULT_OPS
         ks = {int(v.shape[0]) for v in levels.values()}
         if len(ks) != 1:
             raise I2NQError(f"all activation codebooks of a model must have the same size, got {sorted(ks)}")
-        functions.append(nuquant_function(ks.pop(), opset, body))
-        if body == "tree":  # the tree body reads each node's thresholds and levels from its attributes
-            for node in proto.graph.node:
-                if node.op_type == "NUQuant" and node.domain == DOMAIN:
-                    node.attribute.extend(helper.make_attribute(k, v)
-                                          for k, v in tree_attributes(levels[node.output[0]]).items())
+        comparisons = 1
+        if body == "grid":
+            comparisons = grid_comparisons(levels.values())
+            if comparisons is None:  # thresholds too close together for a small grid somewhere
+                body, comparisons = FALLBACK_NUQUANT_BODY, 1
+        functions.append(nuquant_function(ks.pop(), opset, body, comparisons))
+        # the grid and tree bodies read each node's codebook from its attributes (an attribute cannot be computed)
+        for node in proto.graph.node:
+            if node.op_type == "NUQuant" and node.domain == DOMAIN:
+                node.attribute.extend(helper.make_attribute(k, v)
+                                      for k, v in body_attributes(body, levels[node.output[0]], comparisons).items())
     if "LUTDequant" in custom_ops:
         functions.append(lut_dequant_function(opset))
     del proto.functions[:]

@@ -8,10 +8,16 @@ the body; code = #{j : t_j < X}, so a value equal to a threshold takes the lower
 ends take the end levels (+-inf included) and NaN takes code 0, i.e. L_0 (every comparison with NaN is
 false); Y = L[code]. Bodies are unrolled for the K of the model they ship in (all sites of one model
 share K = 2**a_bits); T is generic (CastLike). Which body is fastest is measured by
-bench/bench_export.py: ONNX Runtime's CPU Gather (and Where with tensor branches) costs ~30x an
-elementwise op, so the default "select" body uses none on full tensors: 3 cheap ops per threshold.
+bench/bench_export.py. In ONNX Runtime's CPU provider an elementwise op costs ~0.3 ns per element, a
+GatherElements from a small 1-D table ~0.8 ns, Gather ~5 ns, the tree's TreeEnsembleRegressor ~15 ns
+and Where with scalar branches ~1.5 ns, so the default "grid" body is built from the cheap ones
+(~5.5 ns per element for K = 16 against the tree's ~15; the model-level choice falls back to the tree
+where a codebook's thresholds are too close together for a small grid, see grid_comparisons).
 The others stay selectable through the private `body` argument for that benchmark:
-  select   max over Where(X > t_j, L_{j+1}, -inf)                        exact, default
+  grid     fine uniform grid: per bucket the code below it and its <= M    exact, default (float32)
+           thresholds, compared one by one (M per model, usually 1)
+  tree     one TreeEnsembleRegressor (ai.onnx.ml) per site                exact, fallback (float32)
+  select   max over Where(X > t_j, L_{j+1}, -inf)                        exact, float16 graphs
   bsearch  log2(K) steps of Gather + Greater + Where + Add, then Gather   exact
   count    Greater against all thresholds at once + ReduceSum, Gather     exact
   argmin   argmin |X - L|                                                 NOT exact on ties
@@ -34,11 +40,15 @@ from onnx import AttributeProto, FunctionProto, NodeProto, TensorProto, helper, 
 DOMAIN = "ai.i2nq"
 DOMAIN_VERSION = 1
 PLUGIN_ATTRS = ("plugin_namespace", "plugin_version")  # node attributes TensorRT reads; unused by the bodies
-NUQUANT_BODIES = ("tree", "select", "bsearch", "count", "argmin", "lut")  # (private) choices of the NUQuant body
-DEFAULT_NUQUANT_BODY = "tree"  # the fastest exact body in ONNX Runtime (bench/bench_export.py), float32 graphs
-FP16_NUQUANT_BODY = "select"  # the tree's op takes no float16 (and TensorRT's parser no ai.onnx.ml)
+NUQUANT_BODIES = ("grid", "tree", "select", "bsearch", "count", "argmin", "lut")  # (private) NUQuant body choices
+DEFAULT_NUQUANT_BODY = "grid"  # the fastest exact body in ONNX Runtime (bench/bench_export.py), float32 graphs
+FALLBACK_NUQUANT_BODY = "tree"  # where no small grid separates a model's thresholds (grid_comparisons is None)
+FP16_NUQUANT_BODY = "select"  # grid and tree are float32 only (and TensorRT's parser takes no ai.onnx.ml)
 ML_DOMAIN, ML_OPSET = "ai.onnx.ml", 3  # TreeEnsembleRegressor (deprecated in ai.onnx.ml 5, not removed)
 TREE_ATTRS = ("tree_thresholds", "tree_levels")  # NUQuant attributes the tree body reads
+GRID_ATTRS = ("grid_offset", "grid_scale", "grid_codes", "grid_thresholds")  # ... and the grid body
+GRID_MAX_BUCKETS = 4096  # per site: 4 bytes + 1 per bucket and comparison in the file, and a table that stays in cache
+GRID_MAX_COMPARISONS = 3  # beyond this the tree is faster (~2 ns per comparison against its ~15 ns)
 LUT_BUCKETS = 4096  # buckets of the "lut" body's grid
 
 
@@ -58,11 +68,12 @@ class _Nodes:
         return self("Constant", value=numpy_helper.from_array(np.asarray(value, dtype=dtype)))
 
     def ref(self, attr: str, kind: str) -> str:
-        """A Constant whose value is the calling node's attribute `attr` (kind: value_int / value_ints)."""
+        """A Constant whose value is the calling node's attribute `attr` (kind: value_int(s) / value_float(s))."""
         self._n += 1
         out = f"{self.prefix}{self._n}"
-        a = helper.make_attribute_ref(kind, {"value_int": AttributeProto.INT, "value_ints": AttributeProto.INTS}[kind],
-                                      ref_attr_name=attr)
+        types = {"value_int": AttributeProto.INT, "value_ints": AttributeProto.INTS,
+                 "value_float": AttributeProto.FLOAT, "value_floats": AttributeProto.FLOATS}
+        a = helper.make_attribute_ref(kind, types[kind], ref_attr_name=attr)
         node = helper.make_node("Constant", [], [out])
         node.attribute.append(a)
         self.nodes.append(node)
@@ -235,22 +246,142 @@ def _subtree_end(nodes: list[tuple[str, int]], start: int) -> int:
     return i
 
 
+# --- the grid body ------------------------------------------------------------------------------------------
+#
+# The runtime computes a bucket b = max(int(min((x - offset) * scale, B - 1)), 0) (int() truncates; NaN and -inf
+# give a negative or out-of-range int that the max takes to 0, +inf gives B - 1). In exact arithmetic x sits at
+# v = (x - offset) * scale, and the rounded float32 ops move v by far less than a bucket (relative error ~2**-22,
+# B <= GRID_MAX_BUCKETS), so a value that lands in bucket b has v in [b - 1, b + 2), the bucket's window (bucket 0:
+# v < 2, bucket B - 1: v >= B - 2). Thresholds below the window count for every value in it (grid_codes[b]); those
+# inside it, at most M, are compared with x one by one (grid_thresholds, +inf padded); those above it count for
+# none. So code = grid_codes[b] + sum_m [x > grid_thresholds[m, b]] = #{j : t_j < x}, exactly the tie rule, and the
+# body looks Y = levels[code] up in one per-node table of (M + 1) * B levels.
+# The first threshold sits at v = 3 and the last at v <= B - 4, so buckets 0 and B - 1 hold none in their windows.
+
+def _grid_positions(t: np.ndarray, offset: np.float32, scale: np.float32) -> np.ndarray:
+    """Exact (float64) positions v of the float32 thresholds on the grid of the float32 offset and scale."""
+    return (t.astype(np.float64) - np.float64(offset)) * np.float64(scale)
+
+
+def _grid_buckets(t: np.ndarray, comparisons: int) -> int:
+    """The fewest buckets that leave at most `comparisons` thresholds in any window: any comparisons + 1
+    consecutive thresholds must span >= 3 buckets. GRID_MAX_BUCKETS + 1 where none fits."""
+    if len(t) <= comparisons:
+        return 8
+    span = float(np.min(t[comparisons:].astype(np.float64) - t[:-comparisons]))
+    width = float(t[-1]) - float(t[0])
+    if not span > 0 or not np.isfinite(width):
+        return GRID_MAX_BUCKETS + 1
+    return max(8, int(np.ceil(width * 3.125 / span)) + 8)  # 3.125 > 3: float32 offset/scale keep the spans >= 3
+
+
+def _grid_thresholds(levels: np.ndarray) -> np.ndarray:
+    lv = np.asarray(levels, np.float32)
+    return (lv[:-1] + lv[1:]) * np.float32(0.5)
+
+
+def grid_comparisons(codebooks) -> int | None:
+    """The comparisons per bucket (M) a model's grid body needs so that every site's table has at most
+    GRID_MAX_BUCKETS buckets, or None where more than GRID_MAX_COMPARISONS would be needed (then the tree)."""
+    ts = [_grid_thresholds(lv) for lv in codebooks]
+    for m in range(1, GRID_MAX_COMPARISONS + 1):
+        if all(_grid_buckets(t, m) <= GRID_MAX_BUCKETS and _grid_table(t, m) is not None for t in ts):
+            return m
+    return None
+
+
+def _grid_table(t: np.ndarray, comparisons: int) -> tuple[np.float32, np.float32, np.ndarray, np.ndarray] | None:
+    """(offset, scale, codes [B], thresholds [M, B]) for the float32 thresholds t, or None if the grid fails."""
+    buckets = _grid_buckets(t, comparisons)
+    if buckets > GRID_MAX_BUCKETS:
+        return None
+    width = float(t[-1]) - float(t[0])
+    scale = np.float32((buckets - 7) / width) if width > 0 else np.float32(1.0)
+    offset64 = np.float64(t[0]) - 3.0 / np.float64(scale)
+    if not abs(offset64) < np.finfo(np.float32).max:
+        return None
+    offset = np.float32(offset64)
+    v = _grid_positions(t, offset, scale)
+    if not (np.all(np.isfinite(v)) and v[0] >= 2.5 and v[-1] <= buckets - 3.5):
+        return None  # offset/scale rounding moved the ends into the edge buckets' windows
+    if scale < np.finfo(np.float32).tiny or abs(float(offset)) + (buckets + 1) / float(scale) >= 2.0**127:
+        return None  # a subnormal scale, or x - offset could overflow float32 next to the last threshold
+    b = np.arange(buckets, dtype=np.float64)
+    low = np.where(b == 0, -np.inf, b - 1)  # window [low, high)
+    high = np.where(b == buckets - 1, np.inf, b + 2)
+    codes = np.searchsorted(v, low, side="left")  # thresholds strictly below the window
+    inside = np.searchsorted(v, high, side="left") - codes
+    if inside.max() > comparisons:
+        return None
+    table = np.full((comparisons, buckets), np.inf, np.float32)
+    for m in range(comparisons):
+        has = inside > m
+        table[m, has] = t[codes[has] + m]
+    return offset, scale, codes.astype(np.int64), table
+
+
+def grid_attributes(levels: np.ndarray, comparisons: int) -> dict:
+    """The values a NUQuant node carries for the grid body with M = `comparisons` (see grid_comparisons)."""
+    table = _grid_table(_grid_thresholds(levels), comparisons)
+    if table is None:
+        raise ValueError(f"no grid of <= {GRID_MAX_BUCKETS} buckets with {comparisons} comparisons fits this codebook")
+    offset, scale, codes, thresholds = table
+    return {"grid_offset": float(offset), "grid_scale": float(scale), "grid_codes": [int(c) for c in codes],
+            "grid_thresholds": [float(v) for v in thresholds.ravel()]}
+
+
+def _grid_body(comparisons: int) -> Callable[[_Nodes, str, str, int], str]:
+    def body(g: _Nodes, x: str, levels: str, k: int) -> str:
+        """Bucket b; a = how many of the bucket's thresholds x exceeds; Y = table[a * B + b], where the table
+        (built from `levels` and grid_codes, constant per node) holds levels[grid_codes[b] + a]. Flat tensors:
+        GatherElements from a 1-D table is ONNX Runtime's cheap lookup; two per element for M = 1. float32 only."""
+        i32 = TensorProto.INT32
+        flat = g("Reshape", x, g.const([-1]))
+        codes = g("Cast", g.ref("grid_codes", "value_ints"), to=i32)
+        buckets = g("Cast", g("Size", codes), to=i32)
+        top = g.const(k - 1, np.int32)
+        table = g("Concat", *(g("Gather", levels, g("Min", g("Add", codes, g.const(a, np.int32)), top))
+                              for a in range(comparisons + 1)), axis=0)
+        last = g("Cast", g("Sub", buckets, g.const(1, np.int32)), to=TensorProto.FLOAT)
+        u = g("Mul", g("Sub", flat, g.ref("grid_offset", "value_float")), g.ref("grid_scale", "value_float"))
+        bucket = g("Max", g("Cast", g("Min", u, last), to=i32), g.const(0, np.int32))
+        thresholds = g("Reshape", g.ref("grid_thresholds", "value_floats"), g.const([comparisons, -1]))
+        above = None
+        for m in range(comparisons):
+            tm = g("Gather", thresholds, g.const(m), axis=0)
+            step = g("Cast", g("Greater", flat, g("GatherElements", tm, bucket)), to=i32)
+            above = step if above is None else g("Add", above, step)
+        index = g("Add", bucket, g("Mul", above, buckets))
+        return g("Reshape", g("GatherElements", table, index), g("Shape", x))
+    return body
+
+
 _BODIES: dict[str, Callable[[_Nodes, str, str, int], str]] = {
     "tree": _body_tree, "select": _body_select, "bsearch": _body_bsearch, "count": _body_count, "argmin": _body_argmin, "lut": _body_lut}
 
 
-def nuquant_function(k: int, opset: int, body: str = DEFAULT_NUQUANT_BODY) -> FunctionProto:
-    """NUQuant(X, levels) -> Y for codebooks of K = 2**bits levels, as a model-local function."""
+def nuquant_function(k: int, opset: int, body: str = DEFAULT_NUQUANT_BODY, comparisons: int = 1) -> FunctionProto:
+    """NUQuant(X, levels) -> Y for codebooks of K = 2**bits levels, as a model-local function (the grid body for
+    M = `comparisons` thresholds per bucket)."""
     if k < 2 or k & (k - 1):
         raise ValueError(f"NUQuant bodies need K = 2**bits levels, got {k}")
     g = _Nodes("nq_")
-    y = _BODIES[body](g, "X", "levels", k)
+    y = (_grid_body(comparisons) if body == "grid" else _BODIES[body])(g, "X", "levels", k)
     g.nodes.append(helper.make_node("Identity", [y], ["Y"]))
     tree = body == "tree"
+    attrs = {"tree": TREE_ATTRS, "grid": GRID_ATTRS}.get(body, ())
+    what = f"grid body, M={comparisons}" if body == "grid" else f"{body} body"
     return helper.make_function(DOMAIN, "NUQuant", ["X", "levels"], ["Y"], g.nodes,
                                 [helper.make_opsetid("", opset)] + ([helper.make_opsetid(ML_DOMAIN, ML_OPSET)] if tree else []),
-                                attributes=list(PLUGIN_ATTRS) + (list(TREE_ATTRS) if tree else []),
-                                doc_string=f"I²NQ nearest-level quantize-dequantize ({body} body for K={k}).")
+                                attributes=list(PLUGIN_ATTRS) + list(attrs),
+                                doc_string=f"I²NQ nearest-level quantize-dequantize ({what}, K={k}).")
+
+
+def body_attributes(body: str, levels: np.ndarray, comparisons: int = 1) -> dict:
+    """The attributes a NUQuant node needs for `body` (the grid and tree bodies read its codebook from them)."""
+    if body == "grid":
+        return grid_attributes(levels, comparisons)
+    return tree_attributes(levels) if body == "tree" else {}
 
 
 def lut_dequant_function(opset: int) -> FunctionProto:

@@ -125,10 +125,28 @@ def _ort_runner(probe: ModelProto):
     return lambda x: dict(zip(names, session.run(None, {"input": x})))
 
 
-def _reference_runner(probe: ModelProto):
+def reference_evaluator(proto: ModelProto):
+    """onnx's ReferenceEvaluator for an i2nq export. Its GatherElements is numpy's `choose`, which takes at most 64
+    choices (numpy's NPY_MAXARGS), and the grid NUQuant body looks values up in tables of up to 4096 entries; this
+    evaluator runs GatherElements as `take_along_axis` instead, which is the op's definition."""
     from onnx.reference import ReferenceEvaluator
+    from onnx.reference.op_run import OpRun
 
-    evaluator = ReferenceEvaluator(probe)
+    class GatherElements(OpRun):
+        op_domain = ""
+
+        def _run(self, data, indices, axis=None):
+            return (np.take_along_axis(data, indices.astype(np.int64), axis=axis or 0),)
+
+    class Evaluator(ReferenceEvaluator):  # model-local functions get evaluators of this class, so the op too
+        def __init__(self, proto, *args, new_ops=None, **kwargs) -> None:
+            super().__init__(proto, *args, new_ops=[GatherElements, *(new_ops or [])], **kwargs)
+
+    return Evaluator(proto)
+
+
+def _reference_runner(probe: ModelProto):
+    evaluator = reference_evaluator(probe)
     names = [o.name for o in probe.graph.output]
     return lambda x: dict(zip(names, evaluator.run(None, {"input": x})))
 
