@@ -8,6 +8,7 @@ other processes hits all models alike); overheads are ratios measured in the sam
 
   python bench/bench_export.py                      # edsr-small x4, W4A4 calibrated on photos, 2 threads
   python bench/bench_export.py --model runs/q/i2nq-w4a4-qat.safetensors --sizes 128,256,512,tile --runs 7
+  python bench/bench_export.py --model default --bodies grid,tree,select --sizes 128 --body-costs
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnx import ModelProto
 import torch
 
 from i2nq.export import to_onnx, verify_onnx
@@ -90,28 +92,54 @@ def session(proto, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def body_is_exact(body: str, levels: np.ndarray) -> bool:
-    """The body alone on levels, thresholds, their neighbours, +-inf, NaN and noise vs nuquant_ref."""
+def single_node(body: str, levels: np.ndarray, shape: list) -> "ModelProto | None":
+    """One NUQuant node with the given body over an input of `shape` (None: the body cannot take these levels)."""
     from onnx import TensorProto, helper
 
     from i2nq.export.ops import DOMAIN, ML_DOMAIN, ML_OPSET, body_attributes, custom_node, grid_comparisons
 
+    comparisons = grid_comparisons([levels]) if body == "grid" else 1
+    if comparisons is None:
+        return None  # the export would fall back to the tree body
+    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+          for name, dims in (("x", shape), ("levels", [len(levels)]), ("y", shape))]
+    node = custom_node("NUQuant", ["x", "levels"], ["y"], "q", **body_attributes(body, levels, comparisons))
+    return helper.make_model(helper.make_graph([node], "g", io[:2], io[2:]),
+                             opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1),
+                                            helper.make_opsetid(ML_DOMAIN, ML_OPSET)],
+                             functions=[nuquant_function(len(levels), 18, body, comparisons)], ir_version=8)
+
+
+def body_is_exact(body: str, levels: np.ndarray) -> bool:
+    """The body alone on levels, thresholds, their neighbours, +-inf, NaN and noise vs nuquant_ref."""
     t = ((levels[:-1] + levels[1:]) * np.float32(0.5)).astype(np.float32)
     x = np.concatenate([levels, t, np.nextafter(t, np.inf), np.nextafter(t, -np.inf), [np.inf, -np.inf, np.nan],
                         np.random.default_rng(0).standard_normal(10000).astype(np.float32)]).astype(np.float32)[None]
-    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-          for name, shape in (("x", ["a", "b"]), ("levels", [len(levels)]), ("y", ["a", "b"]))]
-    comparisons = grid_comparisons([levels]) if body == "grid" else 1
-    if comparisons is None:
-        return False  # the export would fall back to the tree body
-    attrs = body_attributes(body, levels, comparisons)
-    graph = helper.make_graph([custom_node("NUQuant", ["x", "levels"], ["y"], "q", **attrs)], "g", io[:2], io[2:])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, 1),
-                                                    helper.make_opsetid(ML_DOMAIN, ML_OPSET)],
-                              functions=[nuquant_function(len(levels), 18, body, comparisons)], ir_version=8)
+    proto = single_node(body, levels, ["a", "b"])
+    if proto is None:
+        return False
     got = session(proto, 1).run(None, {"x": x, "levels": levels})[0]
     want = nuquant_ref(torch.from_numpy(x), torch.from_numpy(levels)).numpy()
     return np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def body_costs(levels: np.ndarray, bodies: list[str], threads: int, runs: int, channels: int) -> None:
+    """ns per element of each NUQuant body alone, on a 1 x channels x 192 x 192 activation spread over the
+    codebook's range (interleaved rounds, median)."""
+    shape = [1, channels, 192, 192]
+    lo, hi = float(levels[0]), float(levels[-1])
+    x = np.random.default_rng(1).uniform(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), shape).astype(np.float32)
+    sessions = {b: session(p, threads) for b in bodies if (p := single_node(b, levels, shape)) is not None}
+    times: dict[str, list[float]] = {b: [] for b in sessions}
+    for _ in range(runs + 1):
+        for b, s in sessions.items():
+            start = time.perf_counter()
+            s.run(None, {"x": x, "levels": levels})
+            times[b].append(time.perf_counter() - start)
+    print(f"\nNUQuant body alone, {'x'.join(map(str, shape))} float32, ns per element (median of {runs}):")
+    print("| body | ns/element |\n|---|---:|")
+    for b, t in times.items():
+        print(f"| {b} | {1e9 * float(np.median(t[1:])) / x.size:.2f} |")
 
 
 def main() -> None:
@@ -124,6 +152,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--bodies", default=",".join(NUQUANT_BODIES))
+    parser.add_argument("--body-costs", action="store_true",
+                        help="also time each NUQuant body alone on one activation of the model's width")
     args = parser.parse_args()
 
     from i2nq.runtime.tiler import default_batch, default_overlap, default_tile
@@ -145,7 +175,7 @@ def main() -> None:
     levels = next(m.act_quant.codebook.levels().detach().numpy() for m in quant.modules() if hasattr(m, "act_quant"))
     exact = {b: "yes" if body_is_exact(b, levels) else "no" for b in bodies}
     sessions = {name: session(p, args.threads) for name, p in protos.items()}
-    print(f"\n| input | float ms | " + " | ".join(f"{b} ms ({exact[b]} exact) | {b} vs float" for b in bodies)
+    print("\n| input | float ms | " + " | ".join(f"{b} ms ({exact[b]} exact) | {b} vs float" for b in bodies)
           + " |\n|---|---:|" + "---:|---:|" * len(bodies))
     for side in args.sizes.split(","):
         n, h = (default_batch((tile, tile)), tile) if side == "tile" else (1, int(side))
@@ -163,6 +193,10 @@ def main() -> None:
         cells = " | ".join(f"{1e3 * float(np.median(times[b])):.1f} | {float(np.median(times[b])) / base:.2f}x"
                            for b in bodies)
         print(f"| {label} | {1e3 * base:.1f} | {cells} |", flush=True)
+
+    if args.body_costs:
+        width = next(m.weight.shape[1] for m in quant.modules() if hasattr(m, "act_quant"))
+        body_costs(levels, bodies, args.threads, args.runs, width)
 
     report = verify_onnx(protos[bodies[0]], quant, inputs=photos(64), runtimes=("onnxruntime",))
     print(f"\nportable export ({bodies[0]} body) vs torch on {len(report.rows)} photo crops of 64x64, ONNX Runtime:")
