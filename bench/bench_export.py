@@ -92,7 +92,7 @@ def session(proto, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def single_node(body: str, levels: np.ndarray, shape: list) -> "ModelProto | None":
+def single_node(body: str, levels: np.ndarray, shape: list) -> ModelProto | None:
     """One NUQuant node with the given body over an input of `shape` (None: the body cannot take these levels)."""
     from onnx import TensorProto, helper
 
@@ -112,7 +112,9 @@ def single_node(body: str, levels: np.ndarray, shape: list) -> "ModelProto | Non
 
 def body_is_exact(body: str, levels: np.ndarray) -> bool:
     """The body alone on levels, thresholds, their neighbours, +-inf, NaN and noise vs nuquant_ref."""
-    t = ((levels[:-1] + levels[1:]) * np.float32(0.5)).astype(np.float32)
+    from i2nq.export.ops import float32_thresholds
+
+    t = float32_thresholds(levels)
     x = np.concatenate([levels, t, np.nextafter(t, np.inf), np.nextafter(t, -np.inf), [np.inf, -np.inf, np.nan],
                         np.random.default_rng(0).standard_normal(10000).astype(np.float32)]).astype(np.float32)[None]
     proto = single_node(body, levels, ["a", "b"])

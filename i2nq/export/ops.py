@@ -200,11 +200,17 @@ def _tree(k: int) -> list[tuple[str, int]]:
     return nodes
 
 
+def float32_thresholds(levels: np.ndarray) -> np.ndarray:
+    """(L_j + L_{j+1}) * 0.5 rounded in float32, as the tie rule says (the values the bodies compare with)."""
+    lv = np.asarray(levels, np.float32)
+    return (lv[:-1] + lv[1:]) * np.float32(0.5)
+
+
 def tree_attributes(levels: np.ndarray) -> dict[str, list[float]]:
     """The values a NUQuant node carries for the tree body: per tree node, its threshold (L_j + L_{j+1}) * 0.5,
     rounded in float32 as the tie rule says (0 for a leaf, whose value is unused), and its levels in leaf order."""
     lv = np.asarray(levels, np.float32)
-    t = (lv[:-1] + lv[1:]) * np.float32(0.5)
+    t = float32_thresholds(lv)
     nodes = _tree(len(lv))
     return {"tree_thresholds": [float(t[j]) if kind == "branch" else 0.0 for kind, j in nodes],
             "tree_levels": [float(lv[i]) for kind, i in nodes if kind == "leaf"]}
@@ -258,11 +264,6 @@ def _subtree_end(nodes: list[tuple[str, int]], start: int) -> int:
 # body looks Y = levels[code] up in one per-node table of (M + 1) * B levels.
 # The first threshold sits at v = 3 and the last at v <= B - 4, so buckets 0 and B - 1 hold none in their windows.
 
-def _grid_positions(t: np.ndarray, offset: np.float32, scale: np.float32) -> np.ndarray:
-    """Exact (float64) positions v of the float32 thresholds on the grid of the float32 offset and scale."""
-    return (t.astype(np.float64) - np.float64(offset)) * np.float64(scale)
-
-
 def _grid_buckets(t: np.ndarray, comparisons: int) -> int:
     """The fewest buckets that leave at most `comparisons` thresholds in any window: any comparisons + 1
     consecutive thresholds must span >= 3 buckets. GRID_MAX_BUCKETS + 1 where none fits."""
@@ -275,17 +276,12 @@ def _grid_buckets(t: np.ndarray, comparisons: int) -> int:
     return max(8, int(np.ceil(width * 3.125 / span)) + 8)  # 3.125 > 3: float32 offset/scale keep the spans >= 3
 
 
-def _grid_thresholds(levels: np.ndarray) -> np.ndarray:
-    lv = np.asarray(levels, np.float32)
-    return (lv[:-1] + lv[1:]) * np.float32(0.5)
-
-
 def grid_comparisons(codebooks) -> int | None:
     """The comparisons per bucket (M) a model's grid body needs so that every site's table has at most
     GRID_MAX_BUCKETS buckets, or None where more than GRID_MAX_COMPARISONS would be needed (then the tree)."""
-    ts = [_grid_thresholds(lv) for lv in codebooks]
+    ts = [float32_thresholds(lv) for lv in codebooks]
     for m in range(1, GRID_MAX_COMPARISONS + 1):
-        if all(_grid_buckets(t, m) <= GRID_MAX_BUCKETS and _grid_table(t, m) is not None for t in ts):
+        if all(_grid_table(t, m) is not None for t in ts):
             return m
     return None
 
@@ -301,7 +297,7 @@ def _grid_table(t: np.ndarray, comparisons: int) -> tuple[np.float32, np.float32
     if not abs(offset64) < np.finfo(np.float32).max:
         return None
     offset = np.float32(offset64)
-    v = _grid_positions(t, offset, scale)
+    v = (t.astype(np.float64) - np.float64(offset)) * np.float64(scale)  # exact positions of the thresholds
     if not (np.all(np.isfinite(v)) and v[0] >= 2.5 and v[-1] <= buckets - 3.5):
         return None  # offset/scale rounding moved the ends into the edge buckets' windows
     if scale < np.finfo(np.float32).tiny or abs(float(offset)) + (buckets + 1) / float(scale) >= 2.0**127:
@@ -322,7 +318,7 @@ def _grid_table(t: np.ndarray, comparisons: int) -> tuple[np.float32, np.float32
 
 def grid_attributes(levels: np.ndarray, comparisons: int) -> dict:
     """The values a NUQuant node carries for the grid body with M = `comparisons` (see grid_comparisons)."""
-    table = _grid_table(_grid_thresholds(levels), comparisons)
+    table = _grid_table(float32_thresholds(levels), comparisons)
     if table is None:
         raise ValueError(f"no grid of <= {GRID_MAX_BUCKETS} buckets with {comparisons} comparisons fits this codebook")
     offset, scale, codes, thresholds = table
