@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -28,19 +29,32 @@ from i2nq.models import load
 from i2nq.quant import I2NQConfig, UniformConfig
 
 BITS = (8, 4, 3, 2)
-JOBS = {f"{m}-w{b}a{b}-{mode}": (m, b, mode) for b in BITS for mode in ("ptq", "qat") for m in ("i2nq", "uniform")}
+MODES = ("ptq", "qat", "fqat")  # fqat: QAT with feature distillation too (--feature-distill)
+JOBS = {f"{m}-w{b}a{b}-{mode}": (m, b, mode) for b in BITS for mode in MODES for m in ("i2nq", "uniform")}
+JOB_NAME = re.compile(r"(i2nq|uniform)-w(\d)a(\d)-(" + "|".join(MODES) + ")")  # also mixed bits: i2nq-w3a8-ptq
 DEFAULT_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
 
 
-def config(method: str, bits: int):
-    return I2NQConfig(bits=bits) if method == "i2nq" else UniformConfig(bits=bits)
+def parse_job(name: str) -> tuple[str, int, int, str]:
+    """(method, weight bits, activation bits, mode) of a job name such as uniform-w4a4-qat."""
+    match = JOB_NAME.fullmatch(name)
+    if not match:
+        raise SystemExit(f"unknown job {name!r}: METHOD-wWaA-MODE, METHOD i2nq or uniform, MODE one of {MODES}")
+    method, w, a, mode = match.groups()
+    return method, int(w), int(a), mode
+
+
+def config(method: str, w_bits: int, a_bits: int):
+    return (I2NQConfig if method == "i2nq" else UniformConfig)(w_bits=w_bits, a_bits=a_bits)
 
 
 def train_config(args: argparse.Namespace, mode: str) -> TrainConfig:
-    """QAT distilled from the float parent only (hr_loss 0): the parent's own behaviour is the target."""
-    return TrainConfig(steps=args.steps if mode == "qat" else 0, batch=args.batch, lr_patch=args.patch, lr=args.lr,
-                       quant_lr=args.quant_lr, distill=1.0, hr_loss=0.0, threads=args.threads, log_every=50,
-                       save_every=50)
+    """QAT distilled from the float parent only (hr_loss 0): the parent's own behaviour is the target; fqat adds
+    the parent's features at every quantized convolution."""
+    return TrainConfig(steps=0 if mode == "ptq" else args.steps, batch=args.batch, lr_patch=args.patch, lr=args.lr,
+                       quant_lr=args.quant_lr, distill=1.0, hr_loss=0.0,
+                       feature_distill=args.feature_distill if mode == "fqat" else 0.0, threads=args.threads,
+                       log_every=50, save_every=50)
 
 
 def scores(model: torch.nn.Module, parent: torch.nn.Module | None, eval_dir: Path) -> dict:
@@ -51,12 +65,13 @@ def run_job(name: str, args: argparse.Namespace, parent: torch.nn.Module) -> Non
     result_path = args.work / f"{name}.json"
     if result_path.exists():
         return
-    method, bits, mode = JOBS[name]
+    method, w_bits, a_bits, mode = parse_job(name)
     out = args.work / f"{name}.safetensors"
     t0 = time.time()
     if not out.exists():
-        quantize_model(parent, config(method, bits), out, train_config(args, mode), calib_batches=args.calib_batches,
-                       state=args.work / f"{name}.state.safetensors", log=lambda s: print(f"[{name}] {s}", flush=True))
+        quantize_model(parent, config(method, w_bits, a_bits), out, train_config(args, mode),
+                       calib_batches=args.calib_batches, state=args.work / f"{name}.state.safetensors",
+                       log=lambda s: print(f"[{name}] {s}", flush=True))
     seconds = time.time() - t0
     result = scores(load(out), parent, args.eval)
     result["seconds"] = seconds
@@ -70,7 +85,9 @@ def report(args: argparse.Namespace, parent: torch.nn.Module) -> str:
     lines = [f"# I²NQ vs uniform on `{args.parent}` (x{parent.scale}, {parent.arch})", "",
              f"QAT: {args.steps} steps, batch {args.batch} of {args.patch}x{args.patch} LR patches of scikit-image's "
              f"photographs, distilled from the float parent only (L1 to its output), weights lr {args.lr}, quantizer "
-             f"lr {args.quant_lr}; calibration {args.calib_batches} batches. Evaluation: {args.eval.name}/ "
+             f"lr {args.quant_lr}; calibration {args.calib_batches} batches. FQAT: the same, plus "
+             f"{args.feature_distill} x the mean normalized squared error to the parent's features at every quantized "
+             f"convolution. Evaluation: {args.eval.name}/ "
              f"({len(base['bicubic-aa']['images'])} images), Y channel, {parent.scale}-pixel border cropped.", "",
              "Command:", "", "```",
              f"python bench/quality_real.py --parent {args.parent} --work WORK --jobs all --steps {args.steps}",
@@ -82,7 +99,7 @@ def report(args: argparse.Namespace, parent: torch.nn.Module) -> str:
                   "| bits | mode | I²NQ PSNR | uniform PSNR | I²NQ - uniform | I²NQ - float | I²NQ fidelity | uniform fidelity |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for bits in BITS:
-            for mode in ("ptq", "qat"):
+            for mode in MODES:
                 got = {}
                 for method in ("i2nq", "uniform"):
                     path = args.work / f"{method}-w{bits}a{bits}-{mode}.json"
@@ -115,14 +132,17 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--quant-lr", type=float, default=1e-3)
+    parser.add_argument("--feature-distill", type=float, default=1.0, help="weight of the feature term (fqat jobs)")
     parser.add_argument("--calib-batches", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
+    names = list(JOBS) if args.jobs == "all" else [n for n in args.jobs.split(",") if n]
+    for name in names:
+        parse_job(name)  # every name checked before any work
     args.work.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     parent = load(args.parent)
-    names = list(JOBS) if args.jobs == "all" else [n for n in args.jobs.split(",") if n]
     for name in names:
         run_job(name, args, parent)
     if args.report:

@@ -135,6 +135,49 @@ def test_a_few_qat_steps_reduce_the_loss():
     assert loss(trained) < loss(untrained)
 
 
+
+def test_feature_distillation_pulls_every_site_toward_the_parent():
+    """FeatureTaps: one normalized-MSE term per quantized conv against the parent's conv of the same name; a few
+    QAT steps with it (and no other loss) bring the sites' features closer; its hooks are gone after training."""
+    from i2nq.calib.train import FeatureTaps
+
+    g = torch.Generator().manual_seed(0)
+    imgs = [torch.nn.functional.avg_pool2d(torch.rand(1, 3, 96, 96, generator=g), 5, 1, 2)[0] for _ in range(2)]
+    data = PairSet.from_images(imgs, 2, 12)
+    parent = tiny()
+    randomize_tail(parent)
+    x = data.batch(8, 12, torch.Generator().manual_seed(9))[0]
+
+    def feature_loss(student):
+        taps = FeatureTaps(student, parent)
+        try:
+            with torch.no_grad():
+                student(x), parent(x)
+            return float(taps.loss())
+        finally:
+            taps.close()
+
+    quiet = dict(sets=(data, None), log=lambda s: None)
+    untrained = quantize_model(parent, I2NQConfig(bits=2), None, TrainConfig(steps=0, batch=4, lr_patch=12), **quiet)
+    cfg = TrainConfig(steps=30, batch=4, lr_patch=12, lr=2e-3, quant_lr=2e-3, log_every=1000, hr_loss=0.0,
+                      feature_distill=1.0)
+    trained = quantize_model(parent, I2NQConfig(bits=2), None, cfg, **quiet)
+    before, after = feature_loss(untrained), feature_loss(trained)
+    assert 0 < after < before
+    assert all(not m._forward_hooks for m in [*trained.modules(), *parent.modules()])
+    assert feature_loss(copy_quantized(parent, bits=8)) < before / 10  # 8-bit sites sit close to the parent
+    with pytest.raises(ValueError, match="quantized student"):
+        FeatureTaps(parent, parent)
+
+
+def copy_quantized(parent, bits):
+    import copy
+
+    m = copy.deepcopy(parent)
+    quantize_(m, I2NQConfig(bits=bits))
+    calibrate_(m, [torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))])
+    return m
+
 def test_bicubic_down_matches_shape_and_range():
     hr = torch.rand(3, 24, 36)
     lr = bicubic_down(hr, 4)

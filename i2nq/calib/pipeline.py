@@ -72,7 +72,8 @@ def quantize_model(float_model: str | os.PathLike | SRModel, config: QuantConfig
     """Float model -> trained I²NQ (or uniform baseline) model: calibrate codebooks and scales on
     training patches, then QAT with `cfg.hr_loss` x L1 to the HR patch plus `cfg.distill` x L1 to the float
     parent's output (a pretrained parent trained for other degradations: hr_loss 0, distillation only, which needs
-    input images only); saves to `out`.
+    input images only), plus `cfg.feature_distill` x the parent's features at every quantized conv (FeatureTaps);
+    saves to `out`.
 
     Training patches come from `data` (see training_sets), or from `sets` (training, validation) as given."""
     teacher = load_any(float_model)
@@ -87,8 +88,9 @@ def quantize_model(float_model: str | os.PathLike | SRModel, config: QuantConfig
     if cfg.steps > 0:
         run = {"kind": "qat", "parent": _model_key(teacher), "parent_weights": _weights_digest(teacher),
                "quant": config.to_dict(), "calib_batches": calib_batches, **record}
-        fit(student, train, cfg, state_path=state_path, teacher=teacher if cfg.distill > 0 else None,
-            val=val, is_quant_param=is_quant_param, log=log, run=run)
+        distilled = cfg.distill > 0 or cfg.feature_distill > 0
+        fit(student, train, cfg, state_path=state_path, teacher=teacher if distilled else None, val=val,
+            is_quant_param=is_quant_param, log=log, run=run)
     if out:
         save(student, out, training={"kind": "qat", "calib_batches": calib_batches, **asdict(cfg), **record})
         if state_path:

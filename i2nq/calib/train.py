@@ -29,6 +29,7 @@ class TrainConfig:
     min_lr: float = 1e-6
     quant_lr: float = 1e-3  # for codebook levels, scales and clips (QAT)
     distill: float = 0.0  # weight of an L1 term against the float teacher's output (QAT)
+    feature_distill: float = 0.0  # weight of a term against the teacher's features at every quantized conv (QAT)
     hr_loss: float = 1.0  # weight of the L1 term against the HR patch (0: learn from the teacher alone)
     lr_recipe: str = "bicubic-aa"  # how training LR patches are made: bicubic-aa, cv2-cubic or mixed (both)
     seed: int = 0
@@ -62,6 +63,42 @@ def val_psnr(model: nn.Module, val: PairSet | None) -> float:
     return sum(vals) / len(vals)
 
 
+class FeatureTaps:
+    """The outputs of every quantized convolution of a student and of the teacher's convolution of the same
+    name, kept by forward hooks during one training step. `loss()` is their mean normalized squared error
+    (each site's MSE over the teacher's variance there, so that every site counts alike whatever its scale):
+    a gradient at every layer of a deep chain, where the output alone gives a weak one at low bits."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module) -> None:
+        from i2nq.quant.api import quantized_sites
+
+        self.student: dict[str, torch.Tensor] = {}
+        self.teacher: dict[str, torch.Tensor] = {}
+        self.hooks = []
+        for name, module in quantized_sites(student):
+            self.hooks.append(module.register_forward_hook(self._keep(self.student, name)))
+            self.hooks.append(teacher.get_submodule(name).register_forward_hook(self._keep(self.teacher, name)))
+        if not self.hooks:
+            raise ValueError("feature distillation needs a quantized student")
+
+    @staticmethod
+    def _keep(store: dict, name: str):
+        def hook(module, args, output):
+            store[name] = output
+        return hook
+
+    def loss(self) -> torch.Tensor:
+        terms = [F.mse_loss(s, t) / (t.var() + 1e-8) for name, s in self.student.items()
+                 for t in [self.teacher[name]]]
+        self.student.clear()
+        self.teacher.clear()
+        return torch.stack(terms).mean()
+
+    def close(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+
+
 def fit(model: nn.Module, data: PairSet, cfg: TrainConfig, state_path: str | os.PathLike | None = None,
         teacher: nn.Module | None = None, val: PairSet | None = None,
         is_quant_param: Callable[[str], bool] = lambda name: False, log: Callable[[str], None] = print,
@@ -87,28 +124,38 @@ def fit(model: nn.Module, data: PairSet, cfg: TrainConfig, state_path: str | os.
     model.train()
     if teacher is not None:
         teacher.eval()
+    taps = FeatureTaps(model, teacher) if teacher is not None and cfg.feature_distill > 0 else None
     t0, running, count = time.time(), 0.0, 0
-    while step < cfg.steps:
-        for g, pg in zip(groups, opt.param_groups):
-            pg["lr"] = _lr_at(step, cfg, g["base"])
-        lr_b, hr_b = data.batch(cfg.batch, cfg.lr_patch, gen)
-        sr = model(lr_b)
-        loss = cfg.hr_loss * F.l1_loss(sr, hr_b) if cfg.hr_loss else sr.new_zeros(())
-        if teacher is not None and cfg.distill > 0:
-            with torch.no_grad():
-                ref = teacher(lr_b)
-            loss = loss + cfg.distill * F.l1_loss(sr, ref)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        running += loss.item()
-        count += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            log(f"step {step}/{cfg.steps} loss {running / count:.5f} val_psnr {val_psnr(model, val):.3f} "
-                f"lr {opt.param_groups[0]['lr']:.2e} {(time.time() - t0) / count:.3f}s/step")
-            running, count, t0 = 0.0, 0, time.time()
-        if state_path and (step % cfg.save_every == 0 or step == cfg.steps):
-            save_state(state_path, model, opt, gen, step, key)
+    try:
+        while step < cfg.steps:
+            for g, pg in zip(groups, opt.param_groups):
+                pg["lr"] = _lr_at(step, cfg, g["base"])
+            lr_b, hr_b = data.batch(cfg.batch, cfg.lr_patch, gen)
+            sr = model(lr_b)
+            loss = cfg.hr_loss * F.l1_loss(sr, hr_b) if cfg.hr_loss else sr.new_zeros(())
+            if teacher is not None and cfg.distill > 0:
+                with torch.no_grad():
+                    ref = teacher(lr_b)
+                loss = loss + cfg.distill * F.l1_loss(sr, ref)
+            if taps is not None:
+                if cfg.distill <= 0:  # the teacher has not run on this batch yet
+                    with torch.no_grad():
+                        teacher(lr_b)
+                loss = loss + cfg.feature_distill * taps.loss()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            running += loss.item()
+            count += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                log(f"step {step}/{cfg.steps} loss {running / count:.5f} val_psnr {val_psnr(model, val):.3f} "
+                    f"lr {opt.param_groups[0]['lr']:.2e} {(time.time() - t0) / count:.3f}s/step")
+                running, count, t0 = 0.0, 0, time.time()
+            if state_path and (step % cfg.save_every == 0 or step == cfg.steps):
+                save_state(state_path, model, opt, gen, step, key)
+    finally:
+        if taps is not None:
+            taps.close()
     model.eval()
     return model
