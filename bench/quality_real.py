@@ -29,8 +29,9 @@ from i2nq.models import load
 from i2nq.quant import I2NQConfig, UniformConfig
 
 BITS = (8, 4, 3, 2)
-MODES = ("ptq", "qat", "fqat")  # fqat: QAT with feature distillation too (--feature-distill)
-JOBS = {f"{m}-w{b}a{b}-{mode}": (m, b, mode) for b in BITS for mode in MODES for m in ("i2nq", "uniform")}
+MODES = ("ptq", "qat", "fqat", "pqat")  # fqat: QAT with feature distillation too (--feature-distill); pqat:
+# progressive, QAT started from the float weights of the same method's QAT model one bit up (W3A3 from W4A4's QAT)
+JOBS = [f"{m}-w{b}a{b}-{mode}" for b in BITS for mode in ("ptq", "qat") for m in ("i2nq", "uniform")]  # "all"
 JOB_NAME = re.compile(r"(i2nq|uniform)-w(\d)a(\d)-(" + "|".join(MODES) + ")")  # also mixed bits: i2nq-w3a8-ptq
 DEFAULT_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
 
@@ -46,6 +47,15 @@ def parse_job(name: str) -> tuple[str, int, int, str]:
 
 def config(method: str, w_bits: int, a_bits: int):
     return (I2NQConfig if method == "i2nq" else UniformConfig)(w_bits=w_bits, a_bits=a_bits)
+
+
+def progressive_start(args: argparse.Namespace, method: str, w_bits: int, a_bits: int) -> Path:
+    """The model a pqat job starts from: the same method's QAT (or pqat) model with one bit more."""
+    for mode in ("pqat", "qat"):
+        path = args.work / f"{method}-w{w_bits + 1}a{a_bits + 1}-{mode}.safetensors"
+        if path.exists():
+            return path
+    raise SystemExit(f"a pqat job starts from {method}-w{w_bits + 1}a{a_bits + 1}-qat (or -pqat): run it first")
 
 
 def train_config(args: argparse.Namespace, mode: str) -> TrainConfig:
@@ -69,9 +79,12 @@ def run_job(name: str, args: argparse.Namespace, parent: torch.nn.Module) -> Non
     out = args.work / f"{name}.safetensors"
     t0 = time.time()
     if not out.exists():
+        start = progressive_start(args, method, w_bits, a_bits) if mode == "pqat" else None
+        if start is not None:
+            print(f"[{name}] starting from {start.name}", flush=True)
         quantize_model(parent, config(method, w_bits, a_bits), out, train_config(args, mode),
                        calib_batches=args.calib_batches, state=args.work / f"{name}.state.safetensors",
-                       log=lambda s: print(f"[{name}] {s}", flush=True))
+                       log=lambda s: print(f"[{name}] {s}", flush=True), start=start)
     seconds = time.time() - t0
     result = scores(load(out), parent, args.eval)
     result["seconds"] = seconds
@@ -87,7 +100,8 @@ def report(args: argparse.Namespace, parent: torch.nn.Module) -> str:
              f"photographs, distilled from the float parent only (L1 to its output), weights lr {args.lr}, quantizer "
              f"lr {args.quant_lr}; calibration {args.calib_batches} batches. FQAT: the same, plus "
              f"{args.feature_distill} x the mean normalized squared error to the parent's features at every quantized "
-             f"convolution. Evaluation: {args.eval.name}/ "
+             f"convolution. PQAT: QAT started from the same method's QAT model with one bit more. "
+             f"Evaluation: {args.eval.name}/ "
              f"({len(base['bicubic-aa']['images'])} images), Y channel, {parent.scale}-pixel border cropped.", "",
              "Command:", "", "```",
              f"python bench/quality_real.py --parent {args.parent} --work WORK --jobs all --steps {args.steps}",
@@ -113,8 +127,8 @@ def report(args: argparse.Namespace, parent: torch.nn.Module) -> str:
                              f"| {diff} | {to_float} | {cell('i2nq', 'fidelity_psnr_y')} "
                              f"| {cell('uniform', 'fidelity_psnr_y')} |")
         lines.append("")
-    times = {n: json.loads((args.work / f"{n}.json").read_text())["seconds"] for n in JOBS
-             if (args.work / f"{n}.json").exists()}
+    times = {p.stem: json.loads(p.read_text())["seconds"] for p in args.work.glob("*.json")
+             if JOB_NAME.fullmatch(p.stem)}
     if times:
         lines.append(f"Wall time per job on this machine: {min(times.values()):.0f}-{max(times.values()):.0f} s.")
     return "\n".join(lines) + "\n"

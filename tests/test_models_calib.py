@@ -170,6 +170,30 @@ def test_feature_distillation_pulls_every_site_toward_the_parent():
         FeatureTaps(parent, parent)
 
 
+
+def test_progressive_start_takes_the_float_weights_of_a_quantized_model(tmp_path):
+    """quantize_model(start=M): the student begins from M's float weights (a QAT model keeps them under the
+    float conv's names), with its own fresh quantizers; the float parent stays the teacher; another network is a
+    one-line error."""
+    g = torch.Generator().manual_seed(0)
+    imgs = [torch.nn.functional.avg_pool2d(torch.rand(1, 3, 96, 96, generator=g), 5, 1, 2)[0] for _ in range(2)]
+    data = PairSet.from_images(imgs, 2, 12)
+    parent = tiny()
+    randomize_tail(parent)
+    quiet = dict(sets=(data, None), log=lambda s: None)
+    cfg = TrainConfig(steps=5, batch=4, lr_patch=12, lr=1e-2, quant_lr=1e-3, log_every=1000, distill=1.0)
+    first = quantize_model(parent, I2NQConfig(bits=4), tmp_path / "w4.safetensors", cfg, **quiet)
+    assert not torch.equal(first.body[0].conv1.weight, parent.body[0].conv1.weight)  # QAT moved them
+    assert not torch.equal(first.head.weight, parent.head.weight)  # and the float head's
+    second = quantize_model(parent, I2NQConfig(bits=3), None, TrainConfig(steps=0, batch=4, lr_patch=12),
+                            start=tmp_path / "w4.safetensors", **quiet)
+    assert torch.equal(second.body[0].conv1.weight, first.body[0].conv1.weight)
+    assert torch.equal(second.head.weight, first.head.weight)  # float convs too
+    assert second.body[0].conv1.act_quant.codebook.levels().numel() == 8  # its own 3-bit quantizers
+    with pytest.raises(I2NQError, match="not the same network"):
+        quantize_model(parent, I2NQConfig(bits=3), None, TrainConfig(steps=0, batch=4, lr_patch=12),
+                       start=build("edsr-small", 2, n_blocks=2, n_feats=4), **quiet)
+
 def copy_quantized(parent, bits):
     import copy
 

@@ -68,16 +68,24 @@ def quantize_model(float_model: str | os.PathLike | SRModel, config: QuantConfig
                    out: str | os.PathLike | None,
                    cfg: TrainConfig, calib_batches: int = 8, state: str | os.PathLike | None = None,
                    sets: tuple[PairSet, PairSet | None] | None = None, log: Callable[[str], None] = print,
-                   data: str | os.PathLike | None = None, frames: int = 32) -> SRModel:
+                   data: str | os.PathLike | None = None, frames: int = 32,
+                   start: str | os.PathLike | SRModel | None = None) -> SRModel:
     """Float model -> trained I²NQ (or uniform baseline) model: calibrate codebooks and scales on
     training patches, then QAT with `cfg.hr_loss` x L1 to the HR patch plus `cfg.distill` x L1 to the float
     parent's output (a pretrained parent trained for other degradations: hr_loss 0, distillation only, which needs
     input images only), plus `cfg.feature_distill` x the parent's features at every quantized conv (FeatureTaps);
     saves to `out`.
 
-    Training patches come from `data` (see training_sets), or from `sets` (training, validation) as given."""
+    Training patches come from `data` (see training_sets), or from `sets` (training, validation) as given.
+    `start`: begin from the float weights of another model of the same network, such as a QAT model at more bits
+    (progressive quantization: W4A4 QAT, then W3A3 from it); its quantizers are dropped and fitted again here, and
+    the float parent stays the teacher."""
     teacher = load_any(float_model)
     student = copy.deepcopy(teacher)
+    started = {}
+    if start is not None:
+        _load_float_weights(student, load_any(start))
+        started = {"start_weights": _weights_digest(student)}
     quantize_(student, config)
     train, val = sets or training_sets(teacher.scale, cfg.lr_patch, data, frames, cfg.lr_recipe)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -87,15 +95,26 @@ def quantize_model(float_model: str | os.PathLike | SRModel, config: QuantConfig
     state_path = Path(state) if state else (state_path_for(out) if out else None)
     if cfg.steps > 0:
         run = {"kind": "qat", "parent": _model_key(teacher), "parent_weights": _weights_digest(teacher),
-               "quant": config.to_dict(), "calib_batches": calib_batches, **record}
+               "quant": config.to_dict(), "calib_batches": calib_batches, **started, **record}
         distilled = cfg.distill > 0 or cfg.feature_distill > 0
         fit(student, train, cfg, state_path=state_path, teacher=teacher if distilled else None, val=val,
             is_quant_param=is_quant_param, log=log, run=run)
     if out:
-        save(student, out, training={"kind": "qat", "calib_batches": calib_batches, **asdict(cfg), **record})
+        save(student, out, training={"kind": "qat", "calib_batches": calib_batches, **asdict(cfg), **started, **record})
         if state_path:
             state_path.unlink(missing_ok=True)  # the run is complete: nothing to resume
     return student.eval()
+
+
+def _load_float_weights(model: SRModel, source: SRModel) -> None:
+    """Copy `source`'s float tensors (a quantized conv keeps its float weight and bias under the names the float
+    conv has) into the float `model`; every tensor of `model` must be there, with the same shape."""
+    have = source.state_dict()
+    want = model.state_dict()
+    missing = [k for k, v in want.items() if k not in have or have[k].shape != v.shape]
+    if missing:
+        raise I2NQError(f"the start model is not the same network as the parent (no {missing[0]!r} of that shape)")
+    model.load_state_dict({k: have[k] for k in want})
 
 
 def _model_key(model: SRModel) -> dict:
