@@ -95,17 +95,23 @@ def run_job(name: str, args: argparse.Namespace, parent: torch.nn.Module) -> Non
 
 def report(args: argparse.Namespace, parent: torch.nn.Module) -> str:
     base = scores(parent, None, args.eval)
+    done = sorted(p.stem for p in args.work.glob("*.json") if JOB_NAME.fullmatch(p.stem))
+    modes = {parse_job(n)[3] for n in done}
+    jobs = ",".join(["all", *(n for n in done if n not in JOBS)] if set(JOBS) <= set(done) else done)
+    options = (f" --steps {args.steps}" if modes - {"ptq"} else "") + (
+        f" --feature-distill {args.feature_distill}" if "fqat" in modes else "")
     lines = [f"# I²NQ vs uniform on `{args.parent}` (x{parent.scale}, {parent.arch})", "",
              f"QAT: {args.steps} steps, batch {args.batch} of {args.patch}x{args.patch} LR patches of scikit-image's "
              f"photographs, distilled from the float parent only (L1 to its output), weights lr {args.lr}, quantizer "
-             f"lr {args.quant_lr}; calibration {args.calib_batches} batches. FQAT: the same, plus "
-             f"{args.feature_distill} x the mean normalized squared error to the parent's features at every quantized "
-             f"convolution. PQAT: QAT started from the same method's QAT model with one bit more. "
-             f"Evaluation: {args.eval.name}/ "
-             f"({len(base['bicubic-aa']['images'])} images), Y channel, {parent.scale}-pixel border cropped.", "",
+             f"lr {args.quant_lr}; calibration {args.calib_batches} batches."
+             + (f" FQAT: the same, plus {args.feature_distill} x the mean normalized squared error to the parent's "
+                "features at every quantized convolution." if "fqat" in modes else "")
+             + (" PQAT: QAT started from the same method's QAT model with one bit more." if "pqat" in modes else "")
+             + f" Evaluation: {args.eval.name}/ ({len(base['bicubic-aa']['images'])} images), Y channel, "
+             f"{parent.scale}-pixel border cropped.", "",
              "Command:", "", "```",
-             f"python bench/quality_real.py --parent {args.parent} --work WORK --jobs all --steps {args.steps}",
-             f"python bench/quality_real.py --parent {args.parent} --work WORK --report OUT.md", "```", ""]
+             f"python bench/quality_real.py --parent {args.parent} --work WORK --jobs {jobs}{options}",
+             f"python bench/quality_real.py --parent {args.parent} --work WORK --report OUT.md{options}", "```", ""]
     for recipe in LR_RECIPES:
         b = base[recipe]
         lines += [f"## LR by {recipe}", "",
@@ -138,7 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parent", required=True, help="float parent: a packaged name, checkpoint or weights")
     parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--jobs", default="", help="comma-separated job names, or 'all'")
+    parser.add_argument("--jobs", default="", help="comma-separated job names; 'all': every PTQ and QAT job")
     parser.add_argument("--report", type=Path, help="write the tables to this file")
     parser.add_argument("--eval", type=Path, default=DEFAULT_EVAL)
     parser.add_argument("--steps", type=int, default=300)
@@ -150,7 +156,7 @@ def main() -> None:
     parser.add_argument("--calib-batches", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
-    names = list(JOBS) if args.jobs == "all" else [n for n in args.jobs.split(",") if n]
+    names = [n for token in args.jobs.split(",") if token for n in (JOBS if token == "all" else [token])]
     for name in names:
         parse_job(name)  # every name checked before any work
     args.work.mkdir(parents=True, exist_ok=True)
