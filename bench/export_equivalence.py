@@ -37,12 +37,12 @@ def main() -> None:
     model = load(args.model)
     old, new = onnx.load(args.old), to_onnx(model)
     inputs = sample_inputs(SIZES)
-    print(f"| file | input | vs torch: PSNR | identical codes |\n|---|---|---|---|")
+    print("| file | input | vs torch: PSNR | identical codes |\n|---|---|---|---|")
     for label, proto in (("earlier file", old), ("fresh export", new)):
         for row in verify_onnx(proto, model, inputs=inputs, runtimes=("onnxruntime",)).rows:
             print(f"| {label} | {'x'.join(map(str, row.shape[2:]))} | {row.psnr:.1f} dB | "
                   f"{100 * row.codes_identical:.4f}% of {row.codes_total} |")
-    print(f"\n| input | earlier vs fresh: PSNR | identical codes |\n|---|---|---|")
+    print("\n| input | earlier vs fresh: PSNR | identical codes |\n|---|---|---|")
     for x in inputs:
         (ya, sa), (yb, sb) = _outputs(old, x), _outputs(new, x)
         mse = float(((ya["output"].astype(np.float64) - yb["output"]) ** 2).mean())

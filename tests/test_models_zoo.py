@@ -12,8 +12,7 @@ import torch
 
 from i2nq.cli import main
 from i2nq.errors import I2NQError
-from i2nq.models import load, save
-from i2nq.models.foreign import import_checkpoint
+from i2nq.models import load
 from i2nq.packaged import find_packaged
 
 COMPACT = ("realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevideov3-x4")
@@ -122,8 +121,6 @@ def _bad(argv, capsys) -> str:
 
 
 def test_bad_model_files_are_one_line_errors_and_write_nothing(tmp_path, capsys, monkeypatch):
-    import pickle
-
     compact = packaged("realesr-animevideov3-x4")
     rrdb = packaged("realesrgan-x4plus-anime")
     bad = tmp_path / "bad"

@@ -122,8 +122,6 @@ class OnnxRuntimeBackend(Backend):
     def memory_estimate(self, n: int, h: int, w: int) -> int | None:
         """Bytes ONNX Runtime is estimated to take for a call on n tiles of h x w (i2nq.runtime.memory), or None."""
         if self._graph_memory is _UNSET:
-            from i2nq.runtime.memory import GraphMemory
-
             self._graph_memory = _graph_memory(self.path)
         return None if self._graph_memory is None else self._graph_memory(n, h, w)
 
