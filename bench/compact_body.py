@@ -11,22 +11,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
+from i2nq.calib.data import read_folder
 from i2nq.models import load
 
 DEFAULT_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
 
 
 def crops(folder: Path, side: int = 64) -> list[torch.Tensor]:
+    """The centre side x side crop of each image in `folder`, as 1x3xHxW batches."""
     out = []
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
-        img = cv2.imread(str(path))[:, :, ::-1]
-        h, w = img.shape[:2]
+    for _, img in read_folder(folder):
+        h, w = img.shape[1:]
         y, x = (h - side) // 2, (w - side) // 2
-        out.append(torch.from_numpy(img[y:y + side, x:x + side].copy()).permute(2, 0, 1)[None].float() / 255)
+        out.append(img[None, :, y:y + side, x:x + side])
     return out
 
 

@@ -133,8 +133,7 @@ def report(args: argparse.Namespace, parent: torch.nn.Module) -> str:
                              f"| {diff} | {to_float} | {cell('i2nq', 'fidelity_psnr_y')} "
                              f"| {cell('uniform', 'fidelity_psnr_y')} |")
         lines.append("")
-    times = {p.stem: json.loads(p.read_text())["seconds"] for p in args.work.glob("*.json")
-             if JOB_NAME.fullmatch(p.stem)}
+    times = {n: json.loads((args.work / f"{n}.json").read_text())["seconds"] for n in done}
     if times:
         lines.append(f"Wall time per job on this machine: {min(times.values()):.0f}-{max(times.values()):.0f} s.")
     return "\n".join(lines) + "\n"

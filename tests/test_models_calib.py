@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -116,10 +117,15 @@ def test_quantize_keeps_head_and_tail_float_and_pins_zero_after_relu():
         quantize_(tiny(), I2NQConfig(bits=5))
 
 
-def test_a_few_qat_steps_reduce_the_loss():
+def smooth_pairs() -> PairSet:
+    """Two smooth random 96x96 images as x2 training pairs of 12x12 LR patches."""
     g = torch.Generator().manual_seed(0)
     imgs = [torch.nn.functional.avg_pool2d(torch.rand(1, 3, 96, 96, generator=g), 5, 1, 2)[0] for _ in range(2)]
-    data = PairSet.from_images(imgs, 2, 12)
+    return PairSet.from_images(imgs, 2, 12)
+
+
+def test_a_few_qat_steps_reduce_the_loss():
+    data = smooth_pairs()
     parent = tiny()
     randomize_tail(parent)
     cfg = TrainConfig(steps=30, batch=4, lr_patch=12, lr=2e-3, quant_lr=2e-3, log_every=1000, distill=0.0)
@@ -135,15 +141,12 @@ def test_a_few_qat_steps_reduce_the_loss():
     assert loss(trained) < loss(untrained)
 
 
-
 def test_feature_distillation_pulls_every_site_toward_the_parent():
     """FeatureTaps: one normalized-MSE term per quantized conv against the parent's conv of the same name; a few
     QAT steps with it (and no other loss) bring the sites' features closer; its hooks are gone after training."""
     from i2nq.calib.train import FeatureTaps
 
-    g = torch.Generator().manual_seed(0)
-    imgs = [torch.nn.functional.avg_pool2d(torch.rand(1, 3, 96, 96, generator=g), 5, 1, 2)[0] for _ in range(2)]
-    data = PairSet.from_images(imgs, 2, 12)
+    data = smooth_pairs()
     parent = tiny()
     randomize_tail(parent)
     x = data.batch(8, 12, torch.Generator().manual_seed(9))[0]
@@ -165,19 +168,19 @@ def test_feature_distillation_pulls_every_site_toward_the_parent():
     before, after = feature_loss(untrained), feature_loss(trained)
     assert 0 < after < before
     assert all(not m._forward_hooks for m in [*trained.modules(), *parent.modules()])
-    assert feature_loss(copy_quantized(parent, bits=8)) < before / 10  # 8-bit sites sit close to the parent
+    close = copy.deepcopy(parent)
+    quantize_(close, I2NQConfig(bits=8))
+    calibrate_(close, [torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))])
+    assert feature_loss(close) < before / 10  # 8-bit sites sit close to the parent
     with pytest.raises(ValueError, match="quantized student"):
         FeatureTaps(parent, parent)
-
 
 
 def test_progressive_start_takes_the_float_weights_of_a_quantized_model(tmp_path):
     """quantize_model(start=M): the student begins from M's float weights (a QAT model keeps them under the
     float conv's names), with its own fresh quantizers; the float parent stays the teacher; another network is a
     one-line error."""
-    g = torch.Generator().manual_seed(0)
-    imgs = [torch.nn.functional.avg_pool2d(torch.rand(1, 3, 96, 96, generator=g), 5, 1, 2)[0] for _ in range(2)]
-    data = PairSet.from_images(imgs, 2, 12)
+    data = smooth_pairs()
     parent = tiny()
     randomize_tail(parent)
     quiet = dict(sets=(data, None), log=lambda s: None)
@@ -194,13 +197,6 @@ def test_progressive_start_takes_the_float_weights_of_a_quantized_model(tmp_path
         quantize_model(parent, I2NQConfig(bits=3), None, TrainConfig(steps=0, batch=4, lr_patch=12),
                        start=build("edsr-small", 2, n_blocks=2, n_feats=4), **quiet)
 
-def copy_quantized(parent, bits):
-    import copy
-
-    m = copy.deepcopy(parent)
-    quantize_(m, I2NQConfig(bits=bits))
-    calibrate_(m, [torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))])
-    return m
 
 def test_bicubic_down_matches_shape_and_range():
     hr = torch.rand(3, 24, 36)
